@@ -1,0 +1,28 @@
+# Both entry points create .venv and install on a fresh machine; re-running is fast
+# because installation is skipped while the stamp is newer than pyproject.toml.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.sklrp-installed
+# torch is pinned here: an open range would pull a multi-GB CUDA build.
+TORCH := torch==2.13.0
+
+.PHONY: test demo install clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+demo: $(STAMP)
+	MPLBACKEND=Agg $(BIN)/python examples/plot_linear_digits.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info audit-report

@@ -1,0 +1,19 @@
+"""sklrp: Layer-wise Relevance Propagation, SpRAy and AOPC evaluation for scikit-learn.
+
+Equation numbers in docstrings refer to the thesis that defines the methods.
+"""
+
+from . import rules
+from ._propagate import propagator_for, register, supported_steps
+from .explain import Explanation, LRPTransformer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LRPTransformer",
+    "Explanation",
+    "rules",
+    "propagator_for",
+    "register",
+    "supported_steps",
+]
