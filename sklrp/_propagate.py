@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import torch
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_is_fitted
 
 from .rules import LayerRelevance, Rule
 
@@ -178,7 +179,7 @@ def _class_positions(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
     pos = np.clip(pos, 0, len(classes) - 1)
     ok = classes[pos] == labels
     if not np.all(ok):
-        bad = labels[~ok][0]
+        bad = labels[~ok].tolist()[0]
         raise ValueError(f"unknown target label {bad!r}; the model's classes are {classes.tolist()}")
     return pos
 
@@ -294,6 +295,11 @@ def build_chain(estimator) -> tuple[list[Propagator], Head]:
     (['StandardScalerPropagator'], 'LinearModelHead')
     """
     steps = list(_unwrap(estimator))
+    for step in (s for s in steps if hasattr(s, "fit") and hasattr(s, "get_params")):
+        # explaining an unfitted step would silently use garbage parameters
+        check_is_fitted(step, msg=f"This {type(step).__name__} instance is not fitted yet; "
+                        "sklrp can only explain fitted models (fit it, or pass it unfrozen so "
+                        "LRPTransformer.fit fits it).")
     props = [propagator_for(s) for s in steps]
     *body, head = props
     if not isinstance(head, Head):

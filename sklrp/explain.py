@@ -260,10 +260,7 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
         config = self._config()
         X = validate_data(self, X, reset=True, allow_nd=True, dtype=None)
         estimator = LinearSVC() if self.estimator is None else self.estimator
-        if y is None:
-            self.estimator_ = clone(estimator).fit(X, **fit_params)
-        else:
-            self.estimator_ = clone(estimator).fit(X, y, **fit_params)
+        self.estimator_ = clone(estimator).fit(X, y, **fit_params)
         body, head = build_chain(self.estimator_)
         self.chain_ = (body, head)
         if hasattr(head, "prepare"):

@@ -1,0 +1,327 @@
+"""Rules against loop-based references written straight from the thesis formulas."""
+
+import numpy as np
+import pytest
+import torch
+
+from sklrp.rules import (
+    AlphaBeta,
+    DenseMap,
+    DiagonalMap,
+    Epsilon,
+    Flat,
+    WSquare,
+    Z,
+    ZB,
+    ZPlus,
+    make_rule,
+    propagate,
+)
+
+T = torch.float64
+
+
+def _layer(rng, n=4, i=5, j=3, bias=True, zero_unit=False):
+    x = rng.randn(n, i)
+    w = rng.randn(i, j)
+    b = rng.randn(j) if bias else np.zeros(j)
+    if zero_unit:
+        # force z_j = 0 for sample 0, unit 0 (the unstable case of the z-rule)
+        b[0] = -(x[0] @ w[:, 0])
+    r = rng.randn(n, j)
+    return x, w, b, r
+
+
+def _t(a):
+    return torch.as_tensor(a, dtype=T)
+
+
+# -- loop references ------------------------------------------------------------------
+def ref_z(x, w, b, r):
+    n, I = x.shape
+    J = w.shape[1]
+    out, rb = np.zeros((n, I)), np.zeros(n)
+    for s in range(n):
+        for j in range(J):
+            zj = sum(x[s, i] * w[i, j] for i in range(I)) + b[j]
+            if zj == 0:
+                continue
+            for i in range(I):
+                out[s, i] += x[s, i] * w[i, j] / zj * r[s, j]  # Eq. (2.13)
+            rb[s] += b[j] / zj * r[s, j]  # Eq. (2.16)
+    return out, rb
+
+
+def ref_epsilon(x, w, b, r, eps):
+    n, I = x.shape
+    J = w.shape[1]
+    out, rb = np.zeros((n, I)), np.zeros(n)
+    for s in range(n):
+        for j in range(J):
+            zj = sum(x[s, i] * w[i, j] for i in range(I)) + b[j]
+            sign = 1.0 if zj >= 0 else -1.0  # sign(0) = 1, Eq. (2.22)
+            for i in range(I):
+                out[s, i] += x[s, i] * w[i, j] / (zj + eps * sign) * r[s, j]
+            rb[s] += b[j] / (zj + eps * sign) * r[s, j]
+    return out, rb
+
+
+def ref_alphabeta(x, w, b, r, alpha, beta):
+    n, I = x.shape
+    J = w.shape[1]
+    out, rb = np.zeros((n, I)), np.zeros(n)
+    for s in range(n):
+        for j in range(J):
+            zij = [x[s, i] * w[i, j] for i in range(I)] + [b[j]]  # bias as an extra input, Eq. (2.25)
+            zp = sum(v for v in zij if v > 0)
+            zn = sum(v for v in zij if v <= 0)
+            for i, v in enumerate(zij):
+                msg = 0.0
+                if v > 0 and zp != 0:
+                    msg += alpha * v / zp
+                if v <= 0 and zn != 0:
+                    msg += beta * v / zn
+                if i < I:
+                    out[s, i] += msg * r[s, j]
+                else:
+                    rb[s] += msg * r[s, j]
+    return out, rb
+
+
+def ref_flat(x, w, r):
+    n, I = x.shape
+    J = w.shape[1]
+    out = np.zeros((n, I))
+    for s in range(n):
+        for j in range(J):
+            fan = sum(1 for i in range(I) if w[i, j] != 0)
+            for i in range(I):
+                if w[i, j] != 0:
+                    out[s, i] += r[s, j] / fan  # Eq. (2.27)
+    return out
+
+
+def ref_wsquare(x, w, r):
+    n, I = x.shape
+    J = w.shape[1]
+    out = np.zeros((n, I))
+    for s in range(n):
+        for j in range(J):
+            den = sum(w[i, j] ** 2 for i in range(I))
+            for i in range(I):
+                out[s, i] += w[i, j] ** 2 / den * r[s, j]  # Eq. (2.28)
+    return out
+
+
+def ref_zb(x, w, r, lo, hi):
+    n, I = x.shape
+    J = w.shape[1]
+    out = np.zeros((n, I))
+    for s in range(n):
+        for j in range(J):
+            z = [x[s, i] * w[i, j] - lo[i] * max(w[i, j], 0) - hi[i] * min(w[i, j], 0) for i in range(I)]
+            den = sum(z)
+            for i in range(I):
+                out[s, i] += z[i] / den * r[s, j]
+    return out
+
+
+# -- reference agreement ----------------------------------------------------------------
+@pytest.mark.parametrize("zero_unit", [False, True])
+def test_z_rule_matches_loop_reference(zero_unit):
+    x, w, b, r = _layer(np.random.RandomState(0), zero_unit=zero_unit)
+    res = Z().propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r))
+    ref, rb = ref_z(x, w, b, r)
+    assert np.all(np.isfinite(res.input.numpy()))
+    np.testing.assert_allclose(res.input.numpy(), ref, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(res.bias.numpy(), rb, rtol=1e-10, atol=1e-10)
+
+
+# eps=0 with z_j=0 is the z-rule's 0/0 case, covered by the z-rule test
+@pytest.mark.parametrize(
+    "eps,zero_unit", [(0.0, False), (0.01, False), (1.0, False), (100.0, False), (0.01, True), (1.0, True)]
+)
+def test_epsilon_rule_matches_loop_reference(eps, zero_unit):
+    x, w, b, r = _layer(np.random.RandomState(1), zero_unit=zero_unit)
+    res = Epsilon(eps).propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r))
+    ref, rb = ref_epsilon(x, w, b, r, eps)
+    np.testing.assert_allclose(res.input.numpy(), ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res.bias.numpy(), rb, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (2.0, -1.0), (1.5, -0.5)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_alphabeta_rule_matches_loop_reference(alpha, beta, bias):
+    x, w, b, r = _layer(np.random.RandomState(2), bias=bias)
+    lmap = DenseMap(_t(w), _t(b) if bias else None)
+    res = AlphaBeta(alpha, beta).propagate(lmap, _t(x), _t(r))
+    ref, rb = ref_alphabeta(x, w, b, r, alpha, beta)
+    np.testing.assert_allclose(res.input.numpy(), ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res.bias.numpy(), rb, rtol=1e-10, atol=1e-12)
+
+
+def test_alphabeta_empty_parts_give_zero_not_nan():
+    # all inputs and weights positive: z-_j = 0 -> the beta part must be 0, not NaN (LRP Toolbox #19)
+    x = np.abs(np.random.RandomState(3).randn(3, 4))
+    w = np.abs(np.random.RandomState(4).randn(4, 2))
+    r = np.ones((3, 2))
+    res = AlphaBeta(2.0, -1.0).propagate(DenseMap(_t(w)), _t(x), _t(r))
+    assert np.all(np.isfinite(res.input.numpy()))
+    ref, _ = ref_alphabeta(x, w, np.zeros(2), r, 2.0, -1.0)
+    np.testing.assert_allclose(res.input.numpy(), ref, rtol=1e-10)
+    # all-zero input: both parts empty
+    res0 = AlphaBeta(2.0, -1.0).propagate(DenseMap(_t(w)), torch.zeros(1, 4, dtype=T), torch.ones(1, 2, dtype=T))
+    assert torch.all(res0.input == 0)
+
+
+def test_flat_and_wsquare_match_loop_reference():
+    x, w, b, r = _layer(np.random.RandomState(5))
+    w[1, 2] = 0.0  # a missing connection shrinks the receptive field of unit 2
+    np.testing.assert_allclose(
+        Flat().propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r)).input.numpy(), ref_flat(x, w, r), rtol=1e-12
+    )
+    np.testing.assert_allclose(
+        WSquare().propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r)).input.numpy(), ref_wsquare(x, w, r), rtol=1e-12
+    )
+
+
+def test_zb_matches_loop_reference():
+    rng = np.random.RandomState(6)
+    x = rng.uniform(0, 1, size=(3, 5))
+    w = rng.randn(5, 4)
+    r = rng.randn(3, 4)
+    lo, hi = np.zeros(5), np.ones(5)
+    res = ZB(0.0, 1.0).propagate(DenseMap(_t(w), _t(rng.randn(4))), _t(x), _t(r))
+    np.testing.assert_allclose(res.input.numpy(), ref_zb(x, w, r, lo, hi), rtol=1e-10)
+    lo2, hi2 = tuple(-np.arange(5.0)), tuple(np.arange(5.0) + 1)
+    res2 = ZB(lo2, hi2).propagate(DenseMap(_t(w)), _t(x), _t(r))
+    np.testing.assert_allclose(res2.input.numpy(), ref_zb(x, w, r, lo2, hi2), rtol=1e-10)
+
+
+def test_diagonal_map_equals_dense_diagonal_matrix():
+    rng = np.random.RandomState(7)
+    x, w, b, r = rng.randn(4, 6), rng.randn(6), rng.randn(6), rng.randn(4, 6)
+    for rule in (Z(), Epsilon(0.1), AlphaBeta(2, -1), Flat(), WSquare(), ZB(-3.0, 3.0)):
+        diag = rule.propagate(DiagonalMap(_t(w), _t(b)), _t(x), _t(r))
+        dense = rule.propagate(DenseMap(_t(np.diag(w)), _t(b)), _t(x), _t(r))
+        np.testing.assert_allclose(diag.input.numpy(), dense.input.numpy(), rtol=1e-10, err_msg=repr(rule))
+        np.testing.assert_allclose(diag.bias.numpy(), dense.bias.numpy(), rtol=1e-10, atol=1e-14)
+
+
+# -- conservation ------------------------------------------------------------------------
+def test_z_rule_conserves_exactly_with_bias():
+    x, w, b, r = _layer(np.random.RandomState(8), n=10, i=7, j=5)
+    res = Z().propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r))
+    np.testing.assert_allclose((res.input.sum(1) + res.bias).numpy(), r.sum(1), rtol=1e-10)
+
+
+@pytest.mark.parametrize("eps", [0.01, 1.0, 100.0])
+def test_epsilon_conservation_law_eq_2_23(eps):
+    x, w, b, r = _layer(np.random.RandomState(9), n=6, i=5, j=4)
+    res = Epsilon(eps).propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r))
+    z = x @ w + b
+    sign = np.where(z >= 0, 1.0, -1.0)
+    # per unit j: sum_i R_{i<-j} = R_j (1 - (b_j + eps sign)/(z_j + eps sign)), Eq. (2.23)
+    expected_inputs = (r * (1 - (b + eps * sign) / (z + eps * sign))).sum(1)
+    np.testing.assert_allclose(res.input.sum(1).numpy(), expected_inputs, rtol=1e-10)
+    absorbed_by_stabiliser = (r * eps * sign / (z + eps * sign)).sum(1)
+    np.testing.assert_allclose((res.input.sum(1) + res.bias).numpy() + absorbed_by_stabiliser, r.sum(1), rtol=1e-10)
+
+
+def test_large_epsilon_absorbs_everything():
+    x, w, b, r = _layer(np.random.RandomState(10))
+    res = Epsilon(1e12).propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r))
+    assert np.abs(res.input.numpy()).max() < 1e-9
+
+
+@pytest.mark.parametrize("alpha,beta", [(1.0, 0.0), (2.0, -1.0)])
+def test_alphabeta_conserves_without_bias(alpha, beta):
+    rng = np.random.RandomState(11)
+    x, w, r = rng.randn(8, 6), rng.randn(6, 4), rng.randn(8, 4)
+    res = AlphaBeta(alpha, beta).propagate(DenseMap(_t(w)), _t(x), _t(r))
+    np.testing.assert_allclose(res.input.sum(1).numpy(), r.sum(1), rtol=1e-10)
+
+
+@pytest.mark.parametrize("rule", [Flat(), WSquare(), ZB(-5.0, 5.0)])
+def test_input_invariant_rules_conserve(rule):
+    x, w, b, r = _layer(np.random.RandomState(12), n=5, i=6, j=4)
+    res = rule.propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r))
+    np.testing.assert_allclose(res.input.sum(1).numpy(), r.sum(1), rtol=1e-9)
+    assert torch.all(res.bias == 0)
+
+
+def test_flat_and_wsquare_ignore_input_values():
+    _, w, b, r = _layer(np.random.RandomState(13))
+    x1, x2 = np.random.RandomState(1).randn(4, 5), np.random.RandomState(2).randn(4, 5)
+    for rule in (Flat(), WSquare()):
+        a = rule.propagate(DenseMap(_t(w), _t(b)), _t(x1), _t(r)).input
+        c = rule.propagate(DenseMap(_t(w), _t(b)), _t(x2), _t(r)).input
+        torch.testing.assert_close(a, c)
+
+
+# -- parameters and bad input ----------------------------------------------------------------
+def test_zplus_is_alphabeta_one_zero():
+    assert ZPlus() == AlphaBeta(1.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [({"alpha": 2.0, "beta": 1.0}, "alpha \\+ beta must equal 1"), ({"alpha": 0.5, "beta": 0.5}, "alpha must be >= 1"),
+     ({"alpha": float("nan"), "beta": 1.0}, "finite")],
+)
+def test_alphabeta_validation(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AlphaBeta(**kwargs)
+
+
+def test_zennit_convention_maps_to_thesis_convention():
+    # zennit's AlphaBeta(alpha=2, beta=1) subtracts beta * negative part: our AlphaBeta(2, -1)
+    rng = np.random.RandomState(14)
+    x, w, r = rng.randn(3, 12), rng.randn(12, 2), rng.randn(3, 2)
+    ours = AlphaBeta(2.0, -1.0).propagate(DenseMap(_t(w)), _t(x), _t(r)).input.numpy()
+    zp = np.maximum(x[:, :, None] * w[None], 0)
+    zn = np.minimum(x[:, :, None] * w[None], 0)
+    zennit_style = (2 * zp / zp.sum(1, keepdims=True) - 1 * zn / zn.sum(1, keepdims=True)) * r[:, None, :]
+    np.testing.assert_allclose(ours, zennit_style.sum(2), rtol=1e-10)
+
+
+@pytest.mark.parametrize("eps", [-1.0, float("inf"), float("nan"), "big"])
+def test_epsilon_validation(eps):
+    with pytest.raises(ValueError, match="epsilon"):
+        Epsilon(eps)
+
+
+def test_zb_validation():
+    with pytest.raises(ValueError, match="low must be <= high"):
+        ZB(1.0, 0.0)
+    with pytest.raises(ValueError, match="finite"):
+        ZB(float("-inf"), 0.0)
+
+
+def test_make_rule_names_and_errors():
+    assert make_rule("z") == Z()
+    assert make_rule("epsilon", epsilon=0.5) == Epsilon(0.5)
+    assert make_rule("zplus") == AlphaBeta(1.0, 0.0)
+    assert make_rule("alphabeta", alpha=1.0, beta=0.0) == AlphaBeta(1.0, 0.0)
+    assert make_rule("flat") == Flat()
+    assert make_rule("w2") == WSquare()
+    assert make_rule("zb", low=-1.0, high=2.0) == ZB(-1.0, 2.0)
+    assert make_rule(Epsilon(3.0)) == Epsilon(3.0)
+    with pytest.raises(ValueError, match="unknown rule 'lrp'"):
+        make_rule("lrp")
+    with pytest.raises(TypeError, match="rule must be"):
+        make_rule(3)
+    with pytest.raises(TypeError, match="sklrp.rules.Rule"):
+        propagate("z", DenseMap(torch.eye(2, dtype=T)), torch.ones(1, 2, dtype=T), torch.ones(1, 2, dtype=T))
+
+
+def test_float32_and_dtype_preserved():
+    x, w, b, r = _layer(np.random.RandomState(15))
+    f32 = torch.float32
+    res = Epsilon(0.1).propagate(
+        DenseMap(torch.as_tensor(w, dtype=f32), torch.as_tensor(b, dtype=f32)),
+        torch.as_tensor(x, dtype=f32), torch.as_tensor(r, dtype=f32),
+    )
+    assert res.input.dtype == f32
+    ref, _ = ref_epsilon(x, w, b, r, 0.1)
+    np.testing.assert_allclose(res.input.numpy(), ref, rtol=1e-4, atol=1e-5)
