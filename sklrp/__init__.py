@@ -17,3 +17,8 @@ __all__ = [
     "register",
     "supported_steps",
 ]
+
+from . import datasets  # noqa: E402
+from .spray import SpRAy, spray_spectra  # noqa: E402
+
+__all__ += ["SpRAy", "spray_spectra", "datasets"]
