@@ -326,7 +326,8 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
         body, head = self.chain_
         n = X.shape[0]
         all_labels = self._target_array(target, y, n)
-        relevance = np.empty(X.shape, dtype=np.float64)
+        single_batch = n <= self.batch_size
+        relevance = None if single_batch else np.empty(X.shape, dtype=np.float64)
         bias_rel = np.zeros(n)
         output = np.zeros(n)
         targets, extras = [], {}
@@ -357,7 +358,11 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
                 for prop, a in zip(reversed(body), reversed(acts[:-1])):
                     step = prop.backward(a, r, config)
                     r, rb = step.input, rb + step.bias
-                relevance[batch] = r.detach().cpu().numpy().reshape(relevance[batch].shape)
+                r = r.detach().cpu().numpy().astype(np.float64, copy=False).reshape(X[batch].shape)
+                if single_batch:
+                    relevance = r  # no copy: the result already has the right shape
+                else:
+                    relevance[batch] = r
                 bias_rel[batch] = rb.detach().cpu().numpy()
                 output[batch] = out.detach().cpu().numpy()
                 targets.append(np.asarray(labels))

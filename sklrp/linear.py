@@ -76,8 +76,13 @@ class LinearModelHead(Head):
 
     def relevance(self, x, weights, scores, config):
         w, b = self._params(config)
-        w_eff = weights @ w  # (n, d): the target's effective weight vector per sample
-        return HeadRelevance(x * w_eff, weights @ b)
+        if w.shape[0] == 1:
+            # binary / single output: avoid materialising the (n, d) outer product
+            r = x * w[0]
+            r.mul_(weights)
+        else:
+            r = x * (weights @ w)  # (n, d): the target's effective weight vector per sample
+        return HeadRelevance(r, weights @ b)
 
     def bias_weights(self, x, weights, config):
         w, _ = self._params(config)
