@@ -22,3 +22,7 @@ from . import datasets  # noqa: E402
 from .spray import SpRAy, spray_spectra  # noqa: E402
 
 __all__ += ["SpRAy", "spray_spectra", "datasets"]
+
+from . import kernels  # noqa: E402
+
+__all__ += ["kernels"]
