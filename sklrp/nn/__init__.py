@@ -1,0 +1,33 @@
+"""LRP for torch networks (Section 2.3): modified backward pass, composites, canonizers, skorch.
+
+* :func:`lrp` / :func:`forward` (``engine``): LRP as a modified gradient (Eqs. (2.57)-(2.61)).
+* :class:`Composite`, :data:`THESIS_COMPOSITE` (``composites``): rules by layer type and
+  position (Sections 5.4.1, 5.4.2).
+* :func:`fold_batchnorm` (``canonizers``): batch norm folded into the preceding layer.
+* :class:`Add`, :class:`Concat` (``merge``): mark merge points of non-sequential nets
+  (Eqs. (2.38)-(2.41)).
+* :class:`TorchModel` and the registry heads (``heads``): skorch nets and plain modules
+  inside :class:`sklrp.LRPTransformer`.
+"""
+
+from .canonizers import fold_batchnorm
+from .composites import THESIS_COMPOSITE, Composite, make_composite
+from .engine import LRPResult, attached, forward, lrp, supported_layers
+from .heads import TorchModel, TorchNetHead
+from .merge import Add, Concat
+
+__all__ = [
+    "lrp",
+    "forward",
+    "attached",
+    "LRPResult",
+    "supported_layers",
+    "Composite",
+    "make_composite",
+    "THESIS_COMPOSITE",
+    "fold_batchnorm",
+    "Add",
+    "Concat",
+    "TorchModel",
+    "TorchNetHead",
+]

@@ -1,0 +1,350 @@
+"""LRP for ``torch.nn.Module`` as a modified gradient backward pass (Eqs. (2.57)-(2.61)).
+
+The forward pass runs the unmodified network. Every supported layer's output is
+passed through a small ``torch.autograd.Function`` that is the identity forward
+and whose backward maps the *relevance* arriving at the layer output to its
+input(s) with the layer's decomposition (:mod:`sklrp.nn.layers`) instead of
+multiplying by the Jacobian. A single call of ``torch.autograd.grad`` with the
+initial relevance ``R = c * f(x)`` as the output "gradient" then yields the input
+relevance: autograd does the bookkeeping of Algorithm 1, summing messages at
+neurons used by several layers (Eq. (2.12)) and splitting relevance at
+concatenations and reshapes (Eq. (2.41)).
+
+The Functions are attached by forward hooks that live only while the forward
+pass runs. :func:`attached` puts the model into eval mode, turns off in-place
+activations (which would overwrite saved layer inputs) and afterwards removes the
+hooks and restores every ``training`` and ``inplace`` flag, also when an
+exception is raised. Parameters and their ``requires_grad`` are never touched:
+relevance flows only into a private copy of the input.
+
+What users must know
+--------------------
+* Relevance follows modules. Element-wise functions and merges written as tensor
+  operations inside ``forward`` (``torch.tanh(h)``, ``a + b``) are differentiated,
+  not decomposed; use modules for activations and :class:`sklrp.nn.Add` /
+  :class:`sklrp.nn.Concat` for merge points. ``F.relu`` is the exception that is
+  harmless: its gradient equals the identity wherever relevance can be non-zero.
+* A terminal ``Softmax``, ``LogSoftmax`` or ``Sigmoid`` module is removed: the
+  logits are explained (Section 2.3.1, "The Softmax Output Layer"). A softmax
+  anywhere else is an error.
+* Leaf modules sklrp does not know raise a ``TypeError`` naming them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from . import layers
+from .composites import Composite
+from .merge import Add, Concat
+
+__all__ = ["attached", "forward", "lrp", "LRPResult", "supported_layers"]
+
+_LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+_AVGPOOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
+            nn.AdaptiveAvgPool3d)
+_MAXPOOL = (nn.MaxPool1d, nn.MaxPool2d, nn.MaxPool3d)
+_BATCHNORM = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+_ACTIVATION = (nn.ReLU, nn.LeakyReLU, nn.ReLU6, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Tanh,
+               nn.Sigmoid, nn.Softplus, nn.Softsign, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.LogSigmoid,
+               nn.Tanhshrink, nn.Threshold, nn.PReLU, nn.Hardshrink, nn.Softshrink)
+# routing / identity at inference: autograd's own backward already is the LRP step
+_PASSIVE = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.FeatureAlphaDropout,
+            nn.Identity, nn.Flatten, nn.Unflatten, Concat)
+_SOFTMAX = (nn.Softmax, nn.LogSoftmax, nn.Softmax2d)
+
+
+def supported_layers() -> list[str]:
+    """Names of the ``torch.nn`` layer types sklrp can explain."""
+    groups = _LINEAR + _AVGPOOL + _MAXPOOL + _BATCHNORM + (nn.LocalResponseNorm, Add) + _ACTIVATION + _PASSIVE
+    return sorted({t.__name__ for t in groups}) + ["terminal Softmax/LogSoftmax/Sigmoid (removed)"]
+
+
+def _kind(module):
+    if isinstance(module, _LINEAR):
+        return "linear"
+    if isinstance(module, _AVGPOOL):
+        return "avgpool"
+    if isinstance(module, _MAXPOOL):
+        return "maxpool"
+    if isinstance(module, _BATCHNORM):
+        return "batchnorm"
+    if isinstance(module, nn.LocalResponseNorm):
+        return "lrn"
+    if isinstance(module, Add):
+        return "add"
+    if isinstance(module, _SOFTMAX):
+        return "softmax"
+    if isinstance(module, _ACTIVATION):
+        return "activation"
+    if isinstance(module, _PASSIVE):
+        return None
+    has_children = next(module.children(), None) is not None
+    own_params = next(module.parameters(recurse=False), None) is not None
+    if has_children and not own_params:
+        return None  # a container: its children are hooked
+    raise TypeError(
+        f"sklrp cannot explain the layer {type(module).__name__} ({module!r}): no LRP decomposition is defined for "
+        f"it. Supported layers: {', '.join(supported_layers())}."
+    )
+
+
+def _check_layer(module, kind):
+    if kind == "linear" and isinstance(module, nn.modules.conv._ConvNd) and module.padding_mode != "zeros":
+        raise TypeError(f"{module!r}: only padding_mode='zeros' is supported by sklrp")
+    if kind == "maxpool" and module.return_indices:
+        raise TypeError(f"{module!r}: max pooling with return_indices=True is not supported by sklrp")
+
+
+class _RelevanceFunction(torch.autograd.Function):
+    """Identity forward; backward applies a layer's LRP step to the incoming relevance."""
+
+    @staticmethod
+    def forward(ctx, step, out, *inputs):
+        ctx.step = step
+        ctx.save_for_backward(out, *inputs)
+        return out
+
+    @staticmethod
+    def backward(ctx, relevance):
+        out, *inputs = ctx.saved_tensors
+        return (None, None, *ctx.step(inputs, out, relevance))
+
+
+class _Session:
+    """State of one explanation: composite, layer positions, absorbed bias relevance."""
+
+    def __init__(self, composite):
+        self.composite = composite
+        self.position = 0  # linear-type layers seen so far in the forward pass
+        self.bias = None
+        self.softmax = []  # (output, input) of softmax-type modules
+        self.terminal = []  # (output, input) of sigmoid modules (removable when terminal)
+
+    def _absorb(self, bias):
+        self.bias = bias if self.bias is None else self.bias + bias
+
+    def step_for(self, module, kind):
+        if kind == "linear":
+            position = self.position
+            self.position += 1
+            rule = self.composite.rule_for(module, position)
+            fn = layers.conv_backward if isinstance(module, nn.modules.conv._ConvNd) else layers.linear_backward
+
+            def step(inputs, out, r):
+                r_in, rb = fn(module, rule, inputs[0], out, r)
+                self._absorb(rb)
+                return [r_in]
+
+            return step
+        if kind in ("avgpool", "maxpool"):
+            flat = self.composite.is_flat(self.position)
+            fn = layers.avgpool_backward if kind == "avgpool" else layers.maxpool_backward
+
+            def step(inputs, out, r):
+                r_in, _ = fn(module, flat, inputs[0], out, r)
+                return [r_in]
+
+            return step
+        if kind in ("batchnorm", "lrn"):
+            fn = layers.batchnorm_backward if kind == "batchnorm" else layers.lrn_backward
+
+            def step(inputs, out, r):
+                r_in, rb = fn(module, inputs[0], out, r)
+                self._absorb(rb)
+                return [r_in]
+
+            return step
+        if kind == "add":
+            def step(inputs, out, r):
+                r_in, _ = layers.add_backward(inputs, out, r)
+                return r_in
+
+            return step
+
+        def identity(inputs, out, r):  # element-wise activations, Eq. (2.37)
+            return [r]
+
+        return identity
+
+    def hook(self, kind):
+        def forward_hook(module, inputs, output):
+            if kind == "softmax":
+                self.softmax.append((output, inputs[0]))
+                return output
+            if not isinstance(output, torch.Tensor):
+                raise TypeError(f"sklrp: {type(module).__name__} returned {type(output).__name__}, expected a tensor")
+            tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+            if len(tensors) != len(inputs) or (kind != "add" and len(tensors) != 1):
+                raise TypeError(f"sklrp: {type(module).__name__} must be called with tensor input(s) only")
+            wrapped = _RelevanceFunction.apply(self.step_for(module, kind), output.detach(), *tensors)
+            if isinstance(module, nn.Sigmoid):
+                self.terminal.append((wrapped, inputs[0]))
+            return wrapped
+
+        return forward_hook
+
+    def logits(self, output):
+        """Strip a terminal softmax/sigmoid (Section 2.3.1); reject any other softmax."""
+        original = output
+        for out, inp in self.softmax + self.terminal:
+            if original is out:
+                output = inp
+                break
+        if any(out is not original for out, _ in self.softmax):
+            raise ValueError(
+                "sklrp can only remove a Softmax/LogSoftmax that is the last layer of the network "
+                "(Section 2.3.1); this network applies one inside"
+            )
+        return output
+
+
+@contextlib.contextmanager
+def attached(model: nn.Module, composite: Composite):
+    """Attach the LRP hooks to ``model`` for one forward pass; restore it afterwards.
+
+    Yields a session object; everything (hooks, ``training`` flags, ``inplace``
+    flags) is restored on exit, also when an exception is raised.
+    """
+    modules = list(model.modules())
+    training = [(m, m.training) for m in modules]
+    inplace = [(m, m.inplace) for m in modules if getattr(m, "inplace", None) is True]
+    handles = []
+    try:
+        model.eval()
+        for m, _ in inplace:
+            m.inplace = False  # in-place activations would overwrite saved layer inputs
+        session = _Session(composite)
+        for m in modules:
+            kind = _kind(m)
+            if kind is not None:
+                _check_layer(m, kind)
+                handles.append(m.register_forward_hook(session.hook(kind)))
+        yield session
+    finally:
+        for h in handles:
+            h.remove()
+        for m, flag in inplace:
+            m.inplace = flag
+        for m, flag in training:
+            m.training = flag
+
+
+class ForwardPass:
+    """A forward pass with LRP hooks whose relevance can be computed once.
+
+    Attributes
+    ----------
+    scores : torch.Tensor of shape (n, n_outputs)
+        The explained outputs (logits, a terminal softmax removed), detached.
+    """
+
+    def __init__(self, x, logits, session):
+        self.x = x
+        self._logits = logits
+        self._session = session
+        self.scores = logits.detach().reshape(logits.shape[0], -1)
+
+    def relevance(self, weights):
+        """Input relevance and absorbed bias relevance for the initial relevance ``weights * scores``.
+
+        Parameters
+        ----------
+        weights : torch.Tensor of shape (n, n_outputs)
+
+        Returns
+        -------
+        relevance : torch.Tensor, shape of x
+        bias : torch.Tensor of shape (n,)
+        """
+        if self._logits is None:
+            raise RuntimeError("the relevance of a ForwardPass can be computed only once")
+        weights = weights.to(self.scores)
+        if weights.shape != self.scores.shape:
+            raise ValueError(f"weights must have shape {tuple(self.scores.shape)}, got {tuple(weights.shape)}")
+        start = (weights * self.scores).reshape(self._logits.shape)
+        logits, self._logits = self._logits, None
+        if not logits.requires_grad:  # the output does not depend on the input at all
+            return torch.zeros_like(self.x), self.x.new_zeros(self.x.shape[0])
+        with torch.enable_grad():
+            (r,) = torch.autograd.grad(logits, self.x, start, allow_unused=True)
+        r = torch.zeros_like(self.x) if r is None else r
+        bias = self._session.bias
+        bias = self.x.new_zeros(self.x.shape[0]) if bias is None else bias.detach()
+        return r.detach(), bias
+
+
+def forward(model: nn.Module, x: torch.Tensor, composite: Composite) -> ForwardPass:
+    """Run ``model`` on ``x`` with LRP hooks and keep the graph for :meth:`ForwardPass.relevance`.
+
+    ``model`` must already have the dtype and device of ``x``.
+    """
+    x = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad(), attached(model, composite) as session:
+        out = model(x)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"sklrp explains modules returning one tensor; got {type(out).__name__}")
+        logits = session.logits(out)
+    return ForwardPass(x, logits, session)
+
+
+@dataclass
+class LRPResult:
+    """Relevance of a batch: ``relevance`` (shape of x), ``bias`` (n,), ``output`` (n,), ``scores`` (n, K)."""
+
+    relevance: torch.Tensor
+    bias: torch.Tensor
+    output: torch.Tensor
+    scores: torch.Tensor
+
+
+def lrp(model: nn.Module, x: torch.Tensor, composite: Composite, target=None) -> LRPResult:
+    """Explain ``model`` at ``x`` with a composite of rules (functional interface).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        With the dtype and device of ``x``; restored after the call.
+    x : torch.Tensor of shape (n, ...)
+    composite : Composite
+    target : None, int, "all", or torch.Tensor of shape (n,) or (n, n_outputs)
+        Which outputs to explain: None = the largest logit, an index, per-sample
+        indices, ``"all"`` (the sum of all outputs, Fig. 2.8) or explicit weights.
+
+    Returns
+    -------
+    LRPResult
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklrp.rules import Z
+    >>> from sklrp.nn import Composite, lrp
+    >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4, bias=False), torch.nn.ReLU(),
+    ...                           torch.nn.Linear(4, 2, bias=False)).double()
+    >>> res = lrp(net, torch.randn(5, 3, dtype=torch.float64), Composite(Z()))
+    >>> bool(torch.allclose(res.relevance.sum(1), res.output))
+    True
+    """
+    fp = forward(model, x, composite)
+    scores = fp.scores
+    n, k = scores.shape
+    if target is None:
+        weights = torch.nn.functional.one_hot(scores.argmax(1), k).to(scores)
+    elif isinstance(target, str) and target == "all":
+        weights = torch.ones_like(scores)
+    elif isinstance(target, int):
+        weights = torch.zeros_like(scores)
+        weights[:, target] = 1
+    else:
+        t = torch.as_tensor(target, device=scores.device)
+        if t.ndim == 1:
+            weights = torch.nn.functional.one_hot(t.long(), k).to(scores)
+        else:
+            weights = t.to(scores)
+    r, b = fp.relevance(weights)
+    return LRPResult(r, b, (weights * scores).sum(1), scores)
