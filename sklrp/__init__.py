@@ -23,6 +23,16 @@ from .spray import SpRAy, spray_spectra  # noqa: E402
 
 __all__ += ["SpRAy", "spray_spectra", "datasets"]
 
+from .evaluation import (  # noqa: E402
+    aopc_score,
+    context_ratio,
+    make_aopc_scorer,
+    perturbation_curve,
+    sensitivity_heatmap,
+)
+
+__all__ += ["aopc_score", "context_ratio", "make_aopc_scorer", "perturbation_curve", "sensitivity_heatmap"]
+
 from . import kernels  # noqa: E402
 
 __all__ += ["kernels"]
