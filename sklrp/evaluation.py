@@ -417,16 +417,56 @@ def _is_lrp(model):
     return hasattr(model, "explain") and hasattr(model, "_config") and hasattr(model, "estimator")
 
 
+_OUTPUT_NONLINEARITIES = (torch.nn.Softmax, torch.nn.LogSoftmax, torch.nn.Softmax2d, torch.nn.Sigmoid)
+
+
+def _logit_module(module):
+    """Drop a terminal softmax/sigmoid of a ``Sequential``: the logits are the score (Section 2.3.1)."""
+    if isinstance(module, torch.nn.Sequential) and len(module) > 1 and isinstance(module[-1], _OUTPUT_NONLINEARITIES):
+        return module[:-1]
+    return module
+
+
+class _EvalMode:
+    """Run a module in eval mode (dropout off, batch-norm statistics fixed), restoring every submodule's mode."""
+
+    def __init__(self, module):
+        self.module = module
+
+    def __enter__(self):
+        self.modes = [(m, m.training) for m in self.module.modules()]
+        self.module.eval()
+
+    def __exit__(self, *exc):
+        for m, mode in self.modes:
+            m.training = mode
+
+
 class _Scorer:
     """Score columns of a model and the target weights selecting the explained score.
 
     The explained score of a row is ``sum_k weights[k] * columns[k]``: for an
-    ``LRPTransformer`` exactly ``Explanation.output`` (same head, same target weights).
+    ``LRPTransformer`` the score ``Explanation.output`` reports (same head, same target weights).
     """
 
     def __init__(self, model, batch_size):
         self.model, self.batch_size = model, batch_size
-        self.kind, self.classes = self._kind(model), None
+        self.kind = self._kind(model)
+        self.module, self.input_shape, self.head = None, None, None
+        if self.kind == "lrp":
+            body, self.head = model.chain_
+            net = getattr(self.head, "module", None)
+            if not body and isinstance(net, torch.nn.Module):
+                # a torch net (sklrp.nn head): score by a plain forward pass, without the LRP hooks,
+                # which also makes sensitivity the plain gradient
+                self.kind, self.module = "torch", net
+                self.input_shape = getattr(self.head, "input_shape", None)
+        elif self.kind == "torch":
+            self.module = model
+        elif self.kind == "skorch":
+            self.module = model.module_
+        if self.module is not None:
+            self.module = _logit_module(self.module)
 
     @staticmethod
     def _kind(model):
@@ -454,8 +494,12 @@ class _Scorer:
         raise TypeError(f"model_or_fn must be an LRPTransformer, a fitted estimator with a score function, a torch "
                         f"module or a callable X -> scores; got {type(model).__name__}")
 
-    def _module(self):
-        return self.model if self.kind == "torch" else self.model.module_
+    def torch_input(self, X):
+        param = next(self.module.parameters(), None)
+        dtype = torch.float32 if param is None else param.dtype
+        device = torch.device("cpu") if param is None else param.device
+        x = torch.as_tensor(X, dtype=dtype, device=device)
+        return x.reshape(x.shape[0], *self.input_shape) if self.input_shape is not None else x
 
     def columns(self, X):
         """Score columns ``(b, K)`` for a batch of model inputs."""
@@ -468,18 +512,9 @@ class _Scorer:
                 for prop in body:
                     x = prop.forward(x, config)
                 out = head.scores(x, config).detach().cpu().numpy()
-        elif kind in ("torch", "skorch"):
-            module = self._module()
-            param = next(module.parameters(), None)
-            dtype = torch.float32 if param is None else param.dtype
-            device = torch.device("cpu") if param is None else param.device
-            training = module.training
-            module.eval()
-            try:
-                with torch.no_grad():
-                    out = module(torch.as_tensor(X, dtype=dtype, device=device)).detach().cpu().double().numpy()
-            finally:
-                module.train(training)
+        elif self.module is not None:
+            with torch.no_grad(), _EvalMode(self.module):
+                out = self.module(self.torch_input(X)).detach().cpu().double().numpy()
         else:
             fn = model if kind == "callable" else getattr(model, kind)
             out = np.asarray(fn(X), dtype=np.float64)
@@ -489,11 +524,14 @@ class _Scorer:
         return out
 
     def _head(self, n_columns):
-        if self.kind == "lrp":
-            return self.model.chain_[1]
+        if self.head is not None:
+            return self.head
         classes = None
         if self.kind in ("decision_function", "predict_proba", "skorch"):
-            classes = getattr(self.model, "classes_", None)
+            try:
+                classes = getattr(self.model, "classes_", None)
+            except Exception:  # skorch raises when the classes were never inferred
+                classes = None
         if classes is None and n_columns > 1 and self.kind in ("torch", "skorch", "callable"):
             classes = np.arange(n_columns)  # plain modules/callables: column k scores class k
         return Head(SimpleNamespace(classes_=classes) if classes is not None else None)
@@ -820,31 +858,25 @@ def _autograd(scorer, X, weights, batch_size):
             config = scorer.model._config()
             body, head = scorer.model.chain_
             x = config.tensor(X[sl]).requires_grad_(True)
-            with torch.enable_grad():
-                h = x
-                for prop in body:
-                    h = prop.forward(h, config)
-                out = (head.scores(h, config) * config.tensor(weights[sl])).sum()
-        else:
-            module = scorer._module()
-            param = next(module.parameters(), None)
-            dtype = torch.float32 if param is None else param.dtype
-            device = torch.device("cpu") if param is None else param.device
-            x = torch.as_tensor(X[sl], dtype=dtype, device=device).requires_grad_(True)
-            training = module.training
-            module.eval()
             try:
                 with torch.enable_grad():
-                    cols = module(x).reshape(len(x), -1)
-                    out = (cols * torch.as_tensor(weights[sl], dtype=cols.dtype, device=device)).sum()
-            finally:
-                module.train(training)
+                    h = x
+                    for prop in body:
+                        h = prop.forward(h, config)
+                    out = (head.scores(h, config) * config.tensor(weights[sl])).sum()
+            except RuntimeError:  # a step leaves torch (e.g. via numpy): not differentiable here
+                return None
+        else:
+            x = scorer.torch_input(X[sl]).requires_grad_(True)
+            with torch.enable_grad(), _EvalMode(scorer.module):
+                cols = scorer.module(x).reshape(len(x), -1)
+                out = (cols * torch.as_tensor(weights[sl], dtype=cols.dtype, device=cols.device)).sum()
         if not out.requires_grad:
             return None
         (g,) = torch.autograd.grad(out, x, allow_unused=True)
         if g is None:
             return None
-        grads[sl] = g.detach().cpu().double().numpy()
+        grads[sl] = g.detach().cpu().double().numpy().reshape(grads[sl].shape)
     return grads
 
 

@@ -202,6 +202,33 @@ def test_headline_lrp_beats_sensitivity_and_random(digits, pca_model):
     assert rel == pytest.approx(a_lrp - a_rand)
 
 
+def test_headline_cnn_skorch(digits):
+    # the same on a small CNN (skorch, softmax output: the logits are scored, as sklrp.nn explains them)
+    from skorch import NeuralNetClassifier
+
+    Xtr, ytr, Xte, _ = digits
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+                                 torch.nn.Flatten(), torch.nn.Linear(8 * 16, 10), torch.nn.Softmax(dim=1))
+    net = NeuralNetClassifier(module, max_epochs=8, lr=0.1, batch_size=64, train_split=None, verbose=0,
+                              optimizer=torch.optim.SGD)
+    img = (lambda A: A.astype(np.float32).reshape(-1, 1, 8, 8))
+    net.fit(img(Xtr[:600]), ytr[:600])
+    Xi = img(Xte[:100])
+    lrp = sklrp.LRPTransformer(FrozenEstimator(net), rule="epsilon").fit(Xi)
+    E = lrp.explain(Xi)
+    kw = dict(perturbation="flip", value_range=(-1, 1), n_steps=10, channel_axis=0)
+    curves = sklrp.perturbation_curve(lrp, Xi, E.relevance, **kw)
+    np.testing.assert_allclose(curves[:, 0], E.output, rtol=1e-4, atol=1e-4)  # float32 net vs float64 LRP
+    np.testing.assert_allclose(sklrp.perturbation_curve(net, Xi, E.relevance, **kw), curves, rtol=1e-6)
+    S = sklrp.sensitivity_heatmap(lrp, Xi, channel_axis=0)
+    assert S.shape == (100, 8, 8)
+    a_lrp = sklrp.aopc_score(lrp, Xi, E.relevance, **kw)
+    a_sens = sklrp.aopc_score(lrp, Xi, S, **kw)
+    a_rand = sklrp.aopc_score(lrp, Xi, S, order="random", n_repeats=5, random_state=0, **kw)
+    assert a_lrp > a_sens > a_rand
+
+
 def test_plain_estimator_uses_target_decision_column(digits, pca_model):
     _, _, Xte, _ = digits
     lrp = sklrp.LRPTransformer(FrozenEstimator(pca_model)).fit(Xte)
