@@ -185,6 +185,8 @@ class Kernel:
             raise ValueError(f"X has {X.shape[1]} features but Y has {Y.shape[1]}")
         self._check_input(X, "X")
         self._check_input(Y, "Y")
+        # torch wants writable buffers (read-only memmaps are copied)
+        X, Y = np.require(X, requirements="W"), np.require(Y, requirements="W")
         with torch.no_grad():
             return self.matrix(torch.from_numpy(X), torch.from_numpy(Y)).numpy()
 

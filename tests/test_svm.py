@@ -12,6 +12,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import SVC, NuSVC, OneClassSVM
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import sklrp
 from sklrp import kernels as K
@@ -433,3 +434,11 @@ def test_bad_root_parameters(positive_data, param, value, match):
     lrp = sklrp.LRPTransformer(TAYLOR["rbf"](), **{param: value}).fit(X, y)
     with pytest.raises(ValueError, match=match):
         lrp.explain(X[:2])
+
+
+@parametrize_with_checks([sklrp.LRPTransformer(SVC(kernel=K.intersection_kernel)),
+                          sklrp.LRPTransformer(SVC(kernel="rbf"), n_root_candidates=10)])
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RootPointWarning)  # checks fit on tiny, sometimes one-sided data
+        check(estimator)
