@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 from sklearn.utils import check_random_state
 
-__all__ = ["make_clever_hans"]
+__all__ = ["make_clever_hans", "make_shapes"]
 
 # A 5x7 copyright-like tag (a "C" in a frame): dense enough to be picked up by a classifier,
 # small enough (about 3 % of a 32 x 32 image) to go unnoticed when looking at the images.
@@ -161,3 +161,123 @@ def make_clever_hans(
         perm = rng.permutation(n_samples)
         X, y, watermark = X[perm], y[perm], watermark[perm]
     return X, y, watermark
+
+
+def _regular_polygon_mask(rr, cc, cy, cx, radius, n_vertices, angle):
+    """Filled regular polygon: inside all edge half-planes (apothem = r cos(pi/n))."""
+    dy, dx = rr - cy, cc - cx
+    inside = np.ones(rr.shape, dtype=bool)
+    apothem = radius * np.cos(np.pi / n_vertices)
+    for k in range(n_vertices):
+        phi = angle + (2 * k + 1) * np.pi / n_vertices  # outward normal of edge k
+        inside &= dx * np.cos(phi) + dy * np.sin(phi) <= apothem
+    return inside
+
+
+def _round_mask(rr, cc, cy, cx, radius, p):
+    """Filled l_p ball ``|dx/r|^p + |dy/r|^p <= 1`` (p >= 2: round, corner-free outline)."""
+    return np.abs((cc - cx) / radius) ** p + np.abs((rr - cy) / radius) ** p <= 1.0
+
+
+def make_shapes(n_samples=200, *, image_size=102, radius=(9.0, 16.0), n_round=(1, 2), noise=0.02,
+                positive_fraction=0.5, border_polygons=0.5, random_state=None):
+    """Grey images with regular polygons and round shapes (the toy task of Section 2.4.3).
+
+    Each image (a tile of a large scene) shows ``n_round`` round shapes (filled l_p balls,
+    p in [2, 3]) and, for positive images, one regular polygon with 4 to 7 vertices whose
+    centre lies inside the image. Negative images may show a polygon cut by the border
+    whose centre lies outside (with probability ``border_polygons``). Labels follow the thesis: ``y = +1`` if the centre of a
+    polygon lies in the image, else ``-1``. Shapes do not overlap; each is darker or
+    brighter than the mid-grey background; Gaussian pixel noise is added.
+
+    Parameters
+    ----------
+    n_samples : int, default=200
+    image_size : int, default=102
+        Side of the square images (the thesis' tiles are 102 x 102; a larger value gives
+        a "large image" to explain tile-wise, Fig. 2.13).
+    radius : (float, float), default=(9.0, 16.0)
+        Range of the shapes' circumradius in pixels.
+    n_round : (int, int), default=(1, 2)
+        Range (inclusive) of the number of round shapes per image.
+    noise : float, default=0.02
+        Standard deviation of the pixel noise.
+    positive_fraction : float, default=0.5
+        Fraction of images with a polygon centre inside.
+    border_polygons : float, default=0.5
+        Probability that a negative image shows a polygon cut by the border (centre
+        outside), as tiles cropped from a large scene do.
+    random_state : int, RandomState or None, default=None
+
+    Returns
+    -------
+    X : ndarray of shape (n_samples, image_size, image_size)
+        Intensities in [0, 1].
+    y : ndarray of shape (n_samples,)
+        +1 or -1.
+    masks : ndarray of shape (n_samples, image_size, image_size), dtype int8
+        0 background, 1 polygon, 2 round shape.
+
+    Examples
+    --------
+    >>> from sklrp.datasets import make_shapes
+    >>> X, y, masks = make_shapes(4, image_size=48, random_state=0)
+    >>> X.shape, sorted(set(y.tolist())), int(masks.max())
+    ((4, 48, 48), [-1, 1], 2)
+    """
+    if not isinstance(n_samples, numbers.Integral) or n_samples < 1:
+        raise ValueError(f"make_shapes: n_samples must be a positive integer, got {n_samples!r}")
+    if not isinstance(image_size, numbers.Integral) or image_size < 16:
+        raise ValueError(f"make_shapes: image_size must be an integer >= 16, got {image_size!r}")
+    r_lo, r_hi = (float(v) for v in radius)
+    if not 0 < r_lo <= r_hi or 2 * r_hi >= image_size:
+        raise ValueError(f"make_shapes: radius must satisfy 0 < low <= high < image_size / 2, got {radius!r}")
+    k_lo, k_hi = (int(v) for v in n_round)
+    if not 0 <= k_lo <= k_hi:
+        raise ValueError(f"make_shapes: n_round must be 0 <= low <= high, got {n_round!r}")
+    if not (0 <= positive_fraction <= 1 and 0 <= border_polygons <= 1) or not np.isfinite(noise) or noise < 0:
+        raise ValueError("make_shapes: positive_fraction and border_polygons must be in [0, 1] and noise >= 0")
+    rng = check_random_state(random_state)
+    s = image_size
+    rr, cc = np.mgrid[0:s, 0:s].astype(float)
+    X = np.empty((n_samples, s, s))
+    masks = np.zeros((n_samples, s, s), dtype=np.int8)
+    y = np.where(rng.rand(n_samples) < positive_fraction, 1, -1)
+    y[: min(2, n_samples)] = [1, -1][: min(2, n_samples)]  # both classes present
+    for i in range(n_samples):
+        img = np.full((s, s), 0.5)
+        placed = []  # (cy, cx, r) of shapes drawn so far
+
+        def free(cy, cx, r):
+            return all(np.hypot(cy - py, cx - px) > r + pr + 2 for py, px, pr in placed)
+
+        def draw(mask, kind):
+            tone = rng.uniform(0.05, 0.3) if rng.rand() < 0.5 else rng.uniform(0.7, 0.95)
+            img[mask] = tone
+            masks[i][mask] = kind
+
+        def place(kind, inside=True):
+            for _ in range(100):
+                r = rng.uniform(r_lo, r_hi)
+                if inside:
+                    cy, cx = rng.uniform(r, s - r, size=2)
+                else:  # centre just outside one border: the polygon is cut by the tile edge
+                    cy, cx = rng.uniform(0, s, size=2)
+                    side = rng.randint(4)
+                    off = -rng.uniform(1, 0.6 * r)
+                    cy, cx = [(off, cx), (s - 1 - off, cx), (cy, off), (cy, s - 1 - off)][side]
+                if free(cy, cx, r):
+                    placed.append((cy, cx, r))
+                    if kind == 1:
+                        return draw(_regular_polygon_mask(rr, cc, cy, cx, r, rng.randint(4, 8),
+                                                          rng.uniform(0, 2 * np.pi)), 1)
+                    return draw(_round_mask(rr, cc, cy, cx, r, rng.uniform(2.0, 3.0)), 2)
+
+        if y[i] == 1:
+            place(1)
+        elif rng.rand() < border_polygons:
+            place(1, inside=False)
+        for _ in range(rng.randint(k_lo, k_hi + 1)):
+            place(2)
+        X[i] = np.clip(img + noise * rng.randn(s, s), 0.0, 1.0)
+    return X, y, masks

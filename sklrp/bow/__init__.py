@@ -11,6 +11,7 @@ SVM -> BoW/FV dimensions (Eqs. (2.72)-(2.74), (4.8)) -> descriptors (Eqs. (2.78)
 """
 
 from ._bow import BoWEncoder, BoWEncoderPropagator
+from ._fisher import FisherVectorEncoder, FisherVectorPropagator, PowerNormalizer, PowerNormalizerPropagator
 from ._geometry import N_GEOMETRY, DescriptorGeometry, project_to_pixels, split_descriptors
 from ._sift import DenseSIFT, DenseSIFTPropagator, has_vlfeat
 
@@ -19,6 +20,10 @@ __all__ = [
     "DenseSIFTPropagator",
     "BoWEncoder",
     "BoWEncoderPropagator",
+    "FisherVectorEncoder",
+    "FisherVectorPropagator",
+    "PowerNormalizer",
+    "PowerNormalizerPropagator",
     "DescriptorGeometry",
     "N_GEOMETRY",
     "split_descriptors",
