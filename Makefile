@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.sklrp-installed
+DOCSTAMP := $(VENV)/.sklrp-docs-installed
 # torch is pinned here: an open range would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: test demo install clean
+.PHONY: test demo docs install clean
 
 install: $(STAMP)
 
@@ -22,7 +23,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
-	MPLBACKEND=Agg $(BIN)/python examples/plot_linear_digits.py
+	MPLBACKEND=Agg $(BIN)/python -m sklrp audit --demo --out audit-report
+
+$(DOCSTAMP): pyproject.toml $(STAMP)
+	$(BIN)/python -m pip install -q $(TORCH) -e '.[docs]'
+	touch $(DOCSTAMP)
+
+# Sphinx with warnings as errors; the gallery pages are rendered without running the examples
+# (tests/test_examples.py runs them).
+docs: $(DOCSTAMP)
+	MPLBACKEND=Agg $(BIN)/python -m sphinx -W --keep-going -q -b html doc doc/_build/html
 
 clean:
-	rm -rf $(VENV) build *.egg-info audit-report
+	rm -rf $(VENV) build *.egg-info audit-report doc/_build doc/auto_examples doc/generated
