@@ -367,3 +367,55 @@ def test_clever_hans_linear_lrp_pipeline_finds_watermark():
 @parametrize_with_checks([SpRAy()])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+def test_clever_hans_hik_svm_lrp_finds_watermark():
+    from sklearn.svm import SVC
+
+    Xf, y, mark = _clever_hans_split()
+    Xp = np.clip(Xf, 0, None)  # the intersection kernel needs non-negative features
+    yb = (y == 0).astype(int)
+    svm = SVC(kernel=sklrp.kernels.intersection_kernel).fit(Xp, yb)
+    sel = y == 0
+    labels = make_pipeline(
+        sklrp.LRPTransformer(FrozenEstimator(svm)),
+        SpRAy(map_shape=(32, 32), embedding=None, random_state=0),
+    ).fit_predict(Xp[sel])
+    assert adjusted_rand_score(mark[sel], labels) >= 0.9
+    raw = SpRAy(map_shape=(32, 32), embedding=None, random_state=0).fit_predict(Xp[sel])
+    assert adjusted_rand_score(mark[sel], raw) < 0.3
+
+
+def test_clever_hans_small_cnn_lrp_finds_watermark():
+    torch = pytest.importorskip("torch")
+    skorch = pytest.importorskip("skorch")
+    from torch import nn
+
+    from sklrp.nn import THESIS_COMPOSITE
+
+    class CNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = nn.Sequential(
+                nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Conv2d(8, 8, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                nn.Flatten(), nn.Linear(8 * 8 * 8, 3),
+            )
+
+        def forward(self, x):
+            return self.seq(x)
+
+    X, y, mark = make_clever_hans(n_samples=450, random_state=0)
+    X4 = X[:, None].astype(np.float32)
+    torch.manual_seed(0)
+    net = skorch.NeuralNetClassifier(
+        CNN, max_epochs=15, lr=0.005, optimizer=torch.optim.Adam, criterion=nn.CrossEntropyLoss,
+        train_split=None, verbose=0, batch_size=64,
+    ).fit(X4, y.astype(np.int64))
+    sel = y == 0
+    lrp = sklrp.LRPTransformer(FrozenEstimator(net), target=0, **THESIS_COMPOSITE).fit(X4[:5])
+    R = lrp.transform(X4[sel])  # (n, 1, 32, 32)
+    est = SpRAy(channel_axis=1, embedding=None, random_state=0).fit(R)
+    assert adjusted_rand_score(mark[sel], est.labels_) >= 0.9
+    raw = SpRAy(channel_axis=1, embedding=None, random_state=0).fit(X4[sel])
+    assert adjusted_rand_score(mark[sel], raw.labels_) < 0.3
