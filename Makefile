@@ -34,5 +34,26 @@ $(DOCSTAMP): pyproject.toml $(STAMP)
 docs: $(DOCSTAMP)
 	MPLBACKEND=Agg $(BIN)/python -m sphinx -W --keep-going -q -b html doc doc/_build/html
 
+# Peer comparison (issue 4): zennit imports torchvision, and PyPI's torchvision only imports
+# beside torch 2.14.1 (a CUDA build, ~5.5 GB), so zennit lives in its own venv. Creating it
+# took ~3.5 min here. sklrp is installed into it without deps (its torch pin would conflict).
+PEERS := .venv-peers
+PEERSTAMP := $(PEERS)/.sklrp-peers-installed
+PEER_TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: compare
+
+$(PEERSTAMP): pyproject.toml
+	test -x $(PEERS)/bin/python || $(PYTHON) -m venv $(PEERS)
+	$(PEERS)/bin/python -m pip install -q --upgrade pip
+	$(PEERS)/bin/python -m pip install -q $(PEER_TORCH)
+	$(PEERS)/bin/python -m pip install -q zennit==0.5.1 pytest skorch numpy scipy scikit-learn matplotlib tqdm joblib
+	$(PEERS)/bin/python -m pip install -q --no-deps -e .
+	touch $(PEERSTAMP)
+
+compare: $(PEERSTAMP)
+	$(PEERS)/bin/python -m pytest -p no:cacheprovider tests/test_nn_zennit.py -q
+	OMP_NUM_THREADS=2 $(PEERS)/bin/python benchmarks/bench_nn.py --quick
+
 clean:
 	rm -rf $(VENV) build *.egg-info audit-report doc/_build doc/auto_examples doc/generated
