@@ -157,21 +157,27 @@ class FisherVectorEncoder(TransformerMixin, BaseEstimator):
         k, d = self.n_components, self.n_dims_
         return (k if self.include_pi else 0) + 2 * k * d
 
+    @staticmethod
+    def _moments(g, l, pi, mu, sigma, n_r):
+        """Psi_mu and Psi_sigma parts (K, D) of one region from masked posteriors g (Eqs. (4.2)-(4.3))."""
+        s0, s1, s2 = g.sum(0)[:, None], g.T @ l, g.T @ (l * l)
+        sq = pi.sqrt()[:, None]
+        fmu = (s1 - s0 * mu) / sigma / sq / n_r
+        fsig = ((s2 - 2 * mu * s1 + mu * mu * s0) / sigma**2 - s0) / (sq * math.sqrt(2)) / n_r
+        return fmu, fsig
+
     def _encode_one(self, l, members, params):
         pi, mu, sigma = params
         gamma = self._posteriors(l, pi, mu, sigma)
         blocks = []
         for r in range(members.shape[1]):
             g = gamma * members[:, r:r + 1].to(gamma.dtype)
-            n_r = max(float(members[:, r].sum()), 1.0)
-            s0, s1, s2 = g.sum(0), g.T @ l, g.T @ (l * l)
-            sq = pi.sqrt()[:, None]
-            fmu = (s1 - s0[:, None] * mu) / sigma / sq / n_r
-            fsig = ((s2 - 2 * mu * s1 + mu * mu * s0[:, None]) / sigma**2 - s0[:, None]) / (sq * math.sqrt(2)) / n_r
+            n_live = float(members[:, r].sum())
+            n_r = max(n_live, 1.0)
+            fmu, fsig = self._moments(g, l, pi, mu, sigma, n_r)
             parts = [fmu.reshape(-1), fsig.reshape(-1)]
             if self.include_pi:
-                n_live = float(members[:, r].sum())
-                parts.insert(0, (s0 - n_live * pi) / pi.sqrt() / n_r)
+                parts.insert(0, (g.sum(0) - n_live * pi) / pi.sqrt() / n_r)  # Eq. (4.1)
             blocks.append(torch.cat(parts))
         return torch.cat(blocks)
 
@@ -276,42 +282,53 @@ class FisherVectorPropagator(Propagator):
         gamma = st._posteriors(l, pi, mu, sigma)
         n_desc, dim = l.shape
         block = st._block_dims()
-        x_fv = st._encode_one(l, members, params)
         out = torch.zeros_like(l)
         sq = pi.sqrt()[:, None]
+        eps = rule.epsilon if isinstance(rule, Epsilon) else 0.0
+
+        def coefficients(rel, z, scale):
+            # c_d = R_d / stab(z_d) for z = z_true / scale: stab(z_true) = scale * (z + eps / scale * sign z)
+            if eps == 0:
+                return _safe_divide(rel, z)
+            sign = torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
+            return _safe_divide(rel, z + eps / scale * sign)
+
         for r in range(members.shape[1]):
             mem = members[:, r]
             n_r = int(mem.sum())
             sl = slice(r * block, (r + 1) * block)
-            rel, z = relevance[sl], x_fv[sl]
+            rel = relevance[sl]
             if n_r == 0:  # empty region: Eq. (2.79) over the whole image
                 out += rel.sum() / (n_desc * dim)
                 continue
-            g = gamma * mem[:, None].to(gamma.dtype)
-            live_k = g.sum(0) > 0
-            if isinstance(rule, Z):
-                c = _safe_divide(rel, z)
-            else:
-                sign = torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
-                c = _safe_divide(rel, z + rule.epsilon * sign)
-            c_pi, c_mu, c_sig = self._split(c)
+            memf = mem[:, None].to(gamma.dtype)
+            g = gamma * memf
+            # rescale each component's posteriors by their maximum: far components have gamma ~ 1e-300,
+            # and z_ld / z_d is scale-free, so this avoids overflow in R_d / z_d
+            scale = g.amax(0)
+            live_k = scale > 0
+            scale = torch.where(live_k, scale, torch.ones_like(scale))
+            gs = g / scale
+            zmu, zsig = st._moments(gs, l, pi, mu, sigma, n_r)
             r_pi, r_mu, r_sig = self._split(rel)
             live = live_k[:, None].to(l.dtype)
-            c_mu, c_sig = c_mu * live, c_sig * live
+            c_mu = coefficients(r_mu, zmu, scale[:, None]) * live
+            c_sig = coefficients(r_sig, zsig, scale[:, None]) * live
             # sum_k gamma_k [ (l - mu)/sigma c_mu + ((l - mu)^2/sigma^2 - 1) c_sig / sqrt2 ] / sqrt(pi), expanded
             a = c_mu / sigma / sq
             b = c_sig / sigma**2 / (sq * math.sqrt(2))
             cc = c_sig / (sq * math.sqrt(2))
-            per_dim = l * (g @ a) + l * l * (g @ b) - 2 * l * (g @ (mu * b)) + g @ (mu * mu * b - mu * a - cc)
-            if c_pi is not None:
-                r_pi_l = ((g - pi[None] * mem[:, None].to(g.dtype)) / pi.sqrt()[None]) @ c_pi
-                per_dim = per_dim + r_pi_l[:, None] / dim
-            out += per_dim / n_r
+            per_dim = l * (gs @ a) + l * l * (gs @ b) - 2 * l * (gs @ (mu * b)) + gs @ (mu * mu * b - mu * a - cc)
+            if r_pi is not None:
+                z_pi_l = (g - pi[None] * memf) / pi.sqrt()[None]  # n_r * z_ld, Eq. (4.1)
+                c_pi = coefficients(r_pi, z_pi_l.sum(0) / n_r, 1.0)
+                per_dim = per_dim + (z_pi_l @ c_pi)[:, None] / dim
+            out += per_dim * memf / n_r
             # Eq. (2.79) fallback for components no descriptor of the region reaches
             dead = ~live_k
             if bool(dead.any()):
                 spread = (r_mu[dead].sum(0) + r_sig[dead].sum(0)) / n_r
-                out += mem[:, None].to(l.dtype) * spread[None]
+                out += memf * spread[None]
         return out
 
     def _generic(self, l, members, relevance, rule, params):
@@ -400,7 +417,7 @@ class PowerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "n_features_in_")
         X = validate_data(self, X, reset=False, dtype=np.float64)
-        return self._apply(torch.as_tensor(X)).numpy()
+        return self._apply(torch.from_numpy(np.array(X, dtype=np.float64))).numpy()
 
 
 @register(PowerNormalizer)

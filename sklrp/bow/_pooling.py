@@ -8,7 +8,7 @@ descriptor reaches (``z_ld = 0`` for all ``l`` of its bag) gives ``R_d / |bag|``
 every descriptor of its bag, so nothing is lost to empty histogram bins.
 
 The ``(n_descriptors x n_dims)`` matrix is never held at once: contributions come in
-chunks of descriptors from a callable and two passes are made (statistics of
+chunks of descriptors from a callable and three passes are made (the scale ``max_l |z_ld|``, statistics of
 ``z_d``, then ``R_l = sum_d z_ld R_d / stab(z_d)``).
 """
 
@@ -56,33 +56,54 @@ def decompose_pool(zfn, n_desc, relevance, rule, bag_of_dim, members, chunk=4096
     """
     check_pool_rule(rule, "decompose_pool")
     d = relevance.shape[0]
+    top_p = relevance.new_zeros(d)
+    top_n = relevance.new_zeros(d)
+    for lo in range(0, n_desc, chunk):
+        z = zfn(lo, min(lo + chunk, n_desc))
+        top_p = torch.maximum(top_p, z.clamp(min=0).amax(0))
+        top_n = torch.maximum(top_n, (-z).clamp(min=0).amax(0))
+    # shares are scale-free, so work with z_ld / max_l |z_ld| (each sign part by its own maximum for
+    # alpha-beta): tiny z_d (far GMM components, gamma ~ 1e-300) then cannot overflow R_d / z_d
+    empty = (top_p == 0) & (top_n == 0)
+
+    def unit(v):
+        return torch.where(v > 0, v, torch.ones_like(v))
+
+    if isinstance(rule, AlphaBeta):
+        scale_p, scale_n = unit(top_p), unit(top_n)
+    else:
+        scale_p = scale_n = unit(torch.maximum(top_p, top_n))
+
+    def scaled(lo, hi):
+        z = zfn(lo, hi)
+        return z.clamp(min=0) / scale_p, z.clamp(max=0) / scale_n
+
     zp = relevance.new_zeros(d)
     zn = relevance.new_zeros(d)
     nnz = relevance.new_zeros(d)
     for lo in range(0, n_desc, chunk):
-        z = zfn(lo, min(lo + chunk, n_desc))
-        zp += z.clamp(min=0).sum(0)
-        zn += z.clamp(max=0).sum(0)
-        nnz += (z != 0).sum(0).to(z.dtype)
-    empty = nnz == 0
+        p, n = scaled(lo, min(lo + chunk, n_desc))
+        zp += p.sum(0)
+        zn += n.sum(0)
+        nnz += ((p != 0) | (n != 0)).sum(0).to(p.dtype)
     r_live = torch.where(empty, torch.zeros_like(relevance), relevance)
     if isinstance(rule, Z):
         sp = sn = _safe_divide(r_live, zp + zn)
     elif isinstance(rule, Epsilon):
         zd = zp + zn
         sign = torch.where(zd >= 0, torch.ones_like(zd), -torch.ones_like(zd))
-        sp = sn = _safe_divide(r_live, zd + rule.epsilon * sign)
+        sp = sn = _safe_divide(r_live, zd + rule.epsilon / scale_p * sign)
     elif isinstance(rule, AlphaBeta):
         sp, sn = _safe_divide(rule.alpha * r_live, zp), _safe_divide(rule.beta * r_live, zn)
     else:  # Flat
         sp = sn = _safe_divide(r_live, nnz)
     out = relevance.new_zeros(n_desc)
     for lo in range(0, n_desc, chunk):
-        z = zfn(lo, min(lo + chunk, n_desc))
+        p, n = scaled(lo, min(lo + chunk, n_desc))
         if isinstance(rule, Flat):
-            out[lo:lo + z.shape[0]] = (z != 0).to(z.dtype) @ sp
+            out[lo:lo + p.shape[0]] = ((p != 0) | (n != 0)).to(p.dtype) @ sp
         else:
-            out[lo:lo + z.shape[0]] = z.clamp(min=0) @ sp + z.clamp(max=0) @ sn
+            out[lo:lo + p.shape[0]] = p @ sp + n @ sn
     if bool(empty.any()):
         out += fallback(relevance, empty, bag_of_dim, members)
     return out

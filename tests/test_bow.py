@@ -1,0 +1,374 @@
+"""DenseSIFT, descriptor geometry, BoW encoding and their propagators (Sections 2.4.2-2.4.3)."""
+
+import numpy as np
+import pytest
+import torch
+from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import make_pipeline
+from sklearn.svm import LinearSVC
+
+import sklrp
+from sklrp._propagate import RuleConfig, propagator_for
+from sklrp.bow import (N_GEOMETRY, BoWEncoder, DenseSIFT, DescriptorGeometry, has_vlfeat, project_to_pixels,
+                       split_descriptors)
+from sklrp.bow._sift import _dsift_numpy
+from sklrp.rules import AlphaBeta, Epsilon, Flat, WSquare, Z
+
+BACKENDS = ["numpy", pytest.param("vlfeat", marks=pytest.mark.skipif(
+    not has_vlfeat(), reason="cyvlfeat not installed: VLFeat backend not exercised (make install-vlfeat)"))]
+
+
+def _images(n=6, size=40, seed=0):
+    rng = np.random.RandomState(seed)
+    X = 0.1 * rng.rand(n, size, size)
+    for i in range(n):
+        r, c = rng.randint(4, size - 14, size=2)
+        X[i, r:r + 10, c:c + 10] += 1.0
+    return X
+
+
+@pytest.fixture(scope="module")
+def descriptors():
+    X = _images()
+    sift = DenseSIFT(scales=(1.5, 2.0), steps=(4, 6), backend="numpy").fit(X)
+    return X, sift, sift.transform(X)
+
+
+# -- geometry and the flat pixel projection (Eqs. (2.84)-(2.85)) ---------------------------
+def test_project_to_pixels_matches_loop_and_conserves():
+    rng = np.random.RandomState(0)
+    h, w = 13, 17
+    top, left = rng.randint(0, h - 1, 30), rng.randint(0, w - 1, 30)
+    boxes = np.stack([top, np.minimum(top + rng.randint(1, 6, 30), h), left,
+                      np.minimum(left + rng.randint(1, 6, 30), w)], axis=1)
+    vals = rng.randn(2, 30)
+    ref = np.zeros((2, h, w))
+    for n in range(2):
+        for j, (t, b, lft, r) in enumerate(boxes):
+            area = (b - t) * (r - lft)
+            for p in range(t, b):
+                for q in range(lft, r):
+                    ref[n, p, q] += vals[n, j] / area  # R_{p<-l} = R_l / |area(l)|
+    out = project_to_pixels(torch.as_tensor(vals), boxes, (h, w)).numpy()
+    np.testing.assert_allclose(out, ref, atol=1e-12)
+    np.testing.assert_allclose(out.sum((1, 2)), vals.sum(1), atol=1e-12)
+
+
+def test_geometry_bins_tile_the_descriptor_area():
+    g = DescriptorGeometry(np.array([[11.5, 13.5], [20.0, 20.0]]), np.array([6.0, 4.0]), (40, 40))
+    boxes, bins = g.boxes(), g.bin_boxes()
+    np.testing.assert_array_equal(boxes[0], [2, 26, 0, 24])
+    for j in range(2):
+        area = (bins[j, :, 1] - bins[j, :, 0]) * (bins[j, :, 3] - bins[j, :, 2])
+        assert area.sum() == g.area()[j]
+        assert bins[j, :, 0].min() == boxes[j, 0] and bins[j, :, 3].max() == boxes[j, 3]
+
+
+# -- dense SIFT -----------------------------------------------------------------------------
+def test_numpy_dsift_matches_loop_reference():
+    rng = np.random.RandomState(1)
+    img = rng.rand(14, 15)
+    b, step = 3, 2
+    centre, desc = _dsift_numpy(img, b, step)
+    gy, gx = np.gradient(img)
+    ref = []
+    for top in range(0, 14 - 4 * b + 1, step):
+        for left in range(0, 15 - 4 * b + 1, step):
+            d = np.zeros(128)
+            for by in range(4):
+                for bx in range(4):
+                    for p in range(top + by * b, top + (by + 1) * b):
+                        for q in range(left + bx * b, left + (bx + 1) * b):
+                            mag = np.hypot(gx[p, q], gy[p, q])
+                            t = (np.arctan2(gy[p, q], gx[p, q]) % (2 * np.pi)) / (np.pi / 4)
+                            o, f = int(np.floor(t)) % 8, t - np.floor(t)
+                            d[(by * 4 + bx) * 8 + o] += (1 - f) * mag
+                            d[(by * 4 + bx) * 8 + (o + 1) % 8] += f * mag
+            ref.append(d)
+    np.testing.assert_allclose(desc, np.array(ref), atol=1e-12)
+    assert centre.shape == (len(ref), 2)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dense_sift_layout_and_geometry(backend):
+    X = np.zeros((1, 48, 48))
+    X[0, :, 24:] = 1.0  # vertical edge: gradient along +x, orientation bin 0
+    sift = DenseSIFT(scales=(2.0,), steps=(6,), backend=backend).fit(X)
+    Xt = sift.transform(X)
+    geo, desc = split_descriptors(Xt)
+    assert Xt.shape == (1, sift.n_descriptors_, N_GEOMETRY + 128)
+    assert sift.backend_ == backend
+    np.testing.assert_allclose(np.linalg.norm(desc[0], axis=1)[desc[0].sum(1) > 0], 1.0)
+    ori = desc[0].reshape(-1, 16, 8).sum((0, 1))
+    assert ori.argmax() == 0
+    boxes = sift.geometry().boxes()
+    assert boxes.min() >= 0 and boxes[:, 1].max() <= 48 and boxes[:, 3].max() <= 48
+    np.testing.assert_array_equal(geo[0, :, 2], 6)
+    # the descriptors that see the edge are those whose area contains it
+    hit = desc[0].sum(1) > 0
+    covers = (boxes[:, 2] <= 24) & (boxes[:, 3] >= 24)
+    assert np.all(hit <= (covers | (np.abs(geo[0, :, 0] - 24) < 16)))
+
+
+def test_dense_sift_bad_input():
+    sift = DenseSIFT(backend="numpy")
+    with pytest.raises(NotFittedError):
+        sift.transform(np.zeros((1, 40, 40)))
+    with pytest.raises(ValueError, match="grey images of shape"):
+        sift.fit(np.zeros((40, 40)))
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        sift.fit(np.full((1, 40, 40), np.nan))
+    with pytest.raises(ValueError, match="same shape"):
+        sift.fit([np.zeros((40, 40)), np.zeros((30, 30))])
+    with pytest.raises(ValueError, match="too small"):
+        sift.fit(np.zeros((1, 10, 10)))
+    with pytest.raises(ValueError, match="scales and steps"):
+        DenseSIFT(scales=(1.0, 2.0), steps=(3,)).fit(np.zeros((1, 40, 40)))
+    with pytest.raises(ValueError, match="backend"):
+        DenseSIFT(backend="opencv").fit(np.zeros((1, 40, 40)))
+    sift.fit(np.zeros((1, 40, 40)))
+    with pytest.raises(ValueError, match="fitted on images of shape"):
+        sift.transform(np.zeros((1, 41, 40)))
+
+
+@pytest.mark.parametrize("mapping", ["descriptor", "bins"])
+def test_sift_propagator_flat_rule(descriptors, mapping):
+    X, sift, Xt = descriptors
+    sift = DenseSIFT(scales=(1.5, 2.0), steps=(4, 6), backend="numpy", pixel_mapping=mapping).fit(X)
+    prop = propagator_for(sift)
+    cfg = RuleConfig(Epsilon())
+    x = cfg.tensor(X[:2])
+    d = prop.forward(x, cfg)
+    R = torch.randn(d.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    R[..., :N_GEOMETRY] = 0
+    out = prop.backward(x, R, cfg)
+    assert out.input.shape == x.shape
+    np.testing.assert_allclose(out.input.sum((1, 2)).numpy(), R.sum((1, 2)).numpy(), atol=1e-10)
+    # loop reference
+    g = sift.geometry()
+    ref = np.zeros((2, 40, 40))
+    r = R[..., N_GEOMETRY:].numpy()
+    for n in range(2):
+        for j in range(g.center.shape[0]):
+            parts = ([(g.boxes()[j], r[n, j].sum())] if mapping == "descriptor" else
+                     [(g.bin_boxes()[j, k], r[n, j, 8 * k:8 * k + 8].sum()) for k in range(16)])
+            for (t, b, lft, rt), v in parts:
+                ref[n, t:b, lft:rt] += v / ((b - t) * (rt - lft))
+    np.testing.assert_allclose(out.input.numpy(), ref, atol=1e-10)
+
+
+# -- BoW mapping and pooling ------------------------------------------------------------------
+def _ref_mapping(desc, codebook, mapping, n_nearest, base):
+    m = np.zeros((len(desc), len(codebook)))
+    for j, l in enumerate(desc):
+        dist = [np.linalg.norm(l - c) for c in codebook]
+        order = np.argsort(dist, kind="stable")
+        for rank, d in enumerate(order[: (1 if mapping == "hard" else n_nearest)], start=1):
+            m[j, d] = 1.0 if mapping == "hard" else base ** -rank  # Eq. (2.86)
+    return m
+
+
+def _ref_regions(geo, levels):
+    cols = []
+    for rows, ncol in levels:
+        for r in range(rows):
+            for c in range(ncol):
+                col = []
+                for x, y, _, h, w in geo:
+                    rr = min(int(np.floor((y + 0.5) / h * rows)), rows - 1)
+                    cc = min(int(np.floor((x + 0.5) / w * ncol)), ncol - 1)
+                    col.append(rr == r and cc == c)
+                cols.append(col)
+    return np.array(cols).T
+
+
+def _ref_encode(enc, xt):
+    geo, desc = xt[:, :N_GEOMETRY], xt[:, N_GEOMETRY:]
+    m = _ref_mapping(desc, enc.codebook_, enc.mapping, enc.n_nearest, enc.rank_base)
+    regions = _ref_regions(geo, enc.levels_)
+    out = []
+    for r in range(regions.shape[1]):
+        for d in range(m.shape[1]):
+            vals = [m[j, d] for j in range(len(desc)) if regions[j, r]]
+            if np.isinf(enc.pooling):
+                out.append(max(vals) if vals else 0.0)
+            else:
+                out.append((sum(v ** enc.pooling for v in vals) / max(len(vals), 1)) ** (1 / enc.pooling))  # (2.65)
+    out = np.array(out)
+    if enc.normalize == "l1":
+        out = out / np.abs(out).sum()
+    elif enc.normalize == "l2":
+        out = out / np.linalg.norm(out)
+    return out, m, regions
+
+
+ENCODERS = [
+    dict(mapping="soft_rank", pooling=1.0, normalize="l1", pyramid=((1, 1),)),
+    dict(mapping="hard", pooling=1.0, normalize="l2", pyramid=((1, 1), (2, 2), (3, 1))),
+    dict(mapping="soft_rank", pooling=3.0, normalize=None, pyramid=((1, 1), (2, 2))),
+    dict(mapping="soft_rank", pooling=np.inf, normalize="l1", pyramid=((1, 1), (3, 1))),
+]
+
+
+@pytest.mark.parametrize("params", ENCODERS)
+def test_bow_encoder_matches_loop_reference(descriptors, params):
+    _, _, Xt = descriptors
+    enc = BoWEncoder(n_words=12, random_state=0, **params).fit(Xt)
+    H = enc.transform(Xt[:2])
+    assert H.shape == (2, enc.n_regions_ * 12)
+    for i in range(2):
+        np.testing.assert_allclose(H[i], _ref_encode(enc, Xt[i])[0], atol=1e-12)
+
+
+def _ref_backward(enc, xt, R, rule):
+    """Eqs. (2.77)-(2.83) with loops over descriptors l and dimensions d."""
+    _, m, regions = _ref_encode(enc, xt)
+    n_desc, k = m.shape
+    r_l = np.zeros(n_desc)
+    for r in range(regions.shape[1]):
+        bag = [j for j in range(n_desc) if regions[j, r]]
+        for d in range(k):
+            rd = R[r * k + d]
+            if np.isinf(enc.pooling):
+                top = max([m[j, d] for j in bag], default=0.0)
+                winners = [j for j in bag if m[j, d] == top and top > 0]
+                z = {j: (top / len(winners) if j in winners else 0.0) for j in bag}
+            else:
+                z = {j: m[j, d] ** enc.pooling / len(bag) for j in bag}  # z_ld, Eq. (2.82)
+            zd = sum(z.values())
+            if all(v == 0 for v in z.values()):
+                targets = bag if bag else list(range(n_desc))
+                for j in targets:
+                    r_l[j] += rd / len(targets)  # Eq. (2.79), empty dimension
+                continue
+            for j in bag:
+                if isinstance(rule, Z):
+                    r_l[j] += z[j] / zd * rd  # Eq. (2.78)
+                else:
+                    r_l[j] += z[j] / (zd + rule.epsilon * (1 if zd >= 0 else -1)) * rd
+    return r_l
+
+
+@pytest.mark.parametrize("params", ENCODERS)
+@pytest.mark.parametrize("rule", [Z(), Epsilon(0.05)])
+def test_bow_propagator_matches_loop_reference_and_conserves(descriptors, params, rule):
+    _, _, Xt = descriptors
+    enc = BoWEncoder(n_words=40, random_state=0, **params).fit(Xt)  # many words: empty dims occur
+    prop = propagator_for(enc)
+    cfg = RuleConfig(rule)
+    x = cfg.tensor(Xt[:2])
+    z = prop.forward(x, cfg)
+    np.testing.assert_allclose(z.numpy(), enc.transform(Xt[:2]), atol=1e-12)
+    R = torch.randn(z.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    out = prop.backward(x, R, cfg)
+    r_l = out.input[..., N_GEOMETRY:].sum(-1).numpy()
+    assert np.all(out.input[..., :N_GEOMETRY].numpy() == 0)
+    for i in range(2):
+        np.testing.assert_allclose(r_l[i], _ref_backward(enc, Xt[i], R[i].numpy(), rule), atol=1e-10)
+    if isinstance(rule, Z):  # sum_l R_l = sum_d R_d, fallback included
+        np.testing.assert_allclose(r_l.sum(1), R.sum(1).numpy(), atol=1e-10)
+
+
+def test_empty_dimension_fallback_is_used(descriptors):
+    _, _, Xt = descriptors
+    enc = BoWEncoder(n_words=60, mapping="hard", random_state=0).fit(Xt)
+    prop = propagator_for(enc)
+    cfg = RuleConfig(Z())
+    x = cfg.tensor(Xt[:1])
+    h = prop.forward(x, cfg)
+    empty = h[0] == 0
+    assert bool(empty.any())
+    R = torch.where(empty, 1.0, 0.0)[None].to(torch.float64)
+    r_l = prop.backward(x, R, cfg).input[0, :, N_GEOMETRY:].sum(-1)
+    np.testing.assert_allclose(r_l.numpy(), float(empty.sum()) / x.shape[1])  # R_d / |L| each
+
+
+def test_pmeans_share_tends_to_argmax_indicator(descriptors):
+    """Eq. (2.83): m^p / sum m^p -> argmax indicator as p -> inf (max pooling)."""
+    _, _, Xt = descriptors
+    R = None
+    shares = {}
+    for p in (1.0, 4.0, 64.0, np.inf):
+        enc = BoWEncoder(n_words=10, pooling=p, normalize=None, random_state=0).fit(Xt)
+        prop = propagator_for(enc)
+        cfg = RuleConfig(Z())
+        x = cfg.tensor(Xt[:1])
+        if R is None:
+            R = torch.zeros(1, 10, dtype=torch.float64)
+            R[0, 3] = 1.0
+        shares[p] = prop.backward(x, R, cfg).input[0, :, N_GEOMETRY:].sum(-1).numpy()
+    gaps = [np.abs(shares[p] - shares[np.inf]).sum() for p in (1.0, 4.0, 64.0)]
+    assert gaps[0] > gaps[1] > gaps[2]
+    assert gaps[2] < 1e-6
+
+
+def test_bow_bad_input_and_rules(descriptors):
+    _, _, Xt = descriptors
+    with pytest.raises(ValueError, match="5 \\+ n_dims"):
+        BoWEncoder(n_words=4).fit(np.zeros((3, 10)))
+    bad = Xt.copy()
+    bad[0, 0, 7] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        BoWEncoder(n_words=4).fit(bad)
+    with pytest.raises(ValueError, match="pooling"):
+        BoWEncoder(n_words=4, pooling=0.5).fit(Xt)
+    with pytest.raises(ValueError, match="mapping"):
+        BoWEncoder(n_words=4, mapping="sparse").fit(Xt)
+    with pytest.raises(ValueError, match="pyramid"):
+        BoWEncoder(n_words=4, pyramid=((0, 1),)).fit(Xt)
+    with pytest.raises(ValueError, match="too few"):
+        BoWEncoder(n_words=10_000).fit(Xt[:1])
+    with pytest.raises(NotFittedError):
+        BoWEncoder().transform(Xt)
+    enc = BoWEncoder(n_words=4, random_state=0).fit(Xt)
+    with pytest.raises(ValueError, match="fitted on 128-dimensional"):
+        enc.transform(Xt[..., :-3])
+    prop = propagator_for(enc)
+    cfg = RuleConfig(WSquare())
+    x = cfg.tensor(Xt[:1])
+    with pytest.raises(TypeError, match="WSquare rule is not defined"):
+        prop.backward(x, prop.forward(x, cfg), cfg)
+
+
+@pytest.mark.parametrize("rule", [AlphaBeta(1.0, 0.0), Flat()])
+def test_bow_other_rules_conserve(descriptors, rule):
+    # BoW mappings are non-negative: z+ and flat are conservative too
+    _, _, Xt = descriptors
+    enc = BoWEncoder(n_words=20, random_state=0, pyramid=((1, 1), (2, 2))).fit(Xt)
+    prop = propagator_for(enc)
+    cfg = RuleConfig(rule)
+    x = cfg.tensor(Xt[:2])
+    R = prop.forward(x, cfg)
+    out = prop.backward(x, R, cfg).input
+    np.testing.assert_allclose(out.sum((1, 2)).numpy(), R.sum(1).numpy(), atol=1e-10)
+
+
+# -- the whole chain: images -> SIFT -> BoW -> linear model -----------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_pipeline_explained_to_pixels_conservatively(backend):
+    X = _images(12, 48)
+    y = np.arange(12) % 2
+    X[y == 1, 5:15, 5:15] = 0.0
+    pipe = make_pipeline(DenseSIFT(scales=(1.5,), steps=(4,), backend=backend),
+                         BoWEncoder(n_words=16, random_state=0, pyramid=((1, 1), (2, 2))), LinearSVC())
+    pipe.fit(X, y)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z").fit(X, y)
+    E = lrp.explain(X[:4])
+    assert E.relevance.shape == (4, 48, 48)
+    np.testing.assert_allclose(E.relevance.sum((1, 2)) + E.bias_relevance, E.output, atol=1e-10)
+    np.testing.assert_allclose(E.output, np.abs(pipe.decision_function(X[:4])), atol=1e-10)
+    Ru = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", bias="uniform").fit(X, y).explain(X[:4])
+    np.testing.assert_allclose(Ru.relevance.sum((1, 2)), Ru.output, atol=1e-10)
+
+
+def test_pipeline_rejects_bad_images():
+    X = _images(6, 40)
+    y = np.arange(6) % 2
+    pipe = make_pipeline(DenseSIFT(scales=(1.5,), steps=(4,), backend="numpy"), BoWEncoder(n_words=4, random_state=0),
+                         LinearSVC()).fit(X, y)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe)).fit(X, y)
+    with pytest.raises(ValueError):
+        lrp.explain(np.full((1, 40, 40), np.inf))
+    with pytest.raises(ValueError, match="fitted on images of shape"):
+        lrp.explain(np.zeros((1, 40, 41)))
