@@ -536,7 +536,8 @@ def _search_roots(kernel, t, x, cand, has_cand, g_ref, g0, c_eff, b_eff, tol):
             return (kernel.matrix(pts, S) * c_eff[i]).sum(1) + b_eff[i]
 
     f_lo = g0[:, None].expand(n, k).reshape(-1)
-    t_root, ok = _bracket(evaluate, f_lo, f_hi.reshape(-1), has_cand.reshape(-1), tol)
+    t_root, ok = _bracket(evaluate, f_lo, f_hi.reshape(-1), has_cand.reshape(-1), tol,
+                          group=(sample, n, length2.reshape(-1).sqrt()))
     dist = torch.where(ok, t_root * length2.reshape(-1).sqrt(), torch.full_like(t_root, np.inf)).reshape(n, k)
     best = dist.argmin(1)
     rows = torch.arange(n, device=x.device)
@@ -544,12 +545,18 @@ def _search_roots(kernel, t, x, cand, has_cand, g_ref, g0, c_eff, b_eff, tol):
     return t_root.reshape(n, k)[rows, best], found, direction[rows, best]
 
 
-def _bracket(evaluate, f_lo, f_hi, valid, tol):
+def _bracket(evaluate, f_lo, f_hi, valid, tol, group=None):
     """Vectorised bracketed root search on [0, 1] (Illinois regula falsi + bisection).
 
     ``f_lo`` and ``f_hi`` have opposite signs (or one is within ``tol`` of 0); stops
     when ``|f(t)| <= tol``. Returns ``t`` and a found flag per segment.
+
+    ``group = (sample, n_samples, length)``: segments of one sample compete, only the
+    root closest to the sample is wanted. A segment whose bracket ``[lo, hi]`` starts
+    farther away (``lo * length``) than another segment's bracket ends (``hi * length``)
+    cannot win and is dropped; this does not change the result, only the work.
     """
+    
     m = f_lo.shape[0]
     lo, hi = torch.zeros_like(f_lo), torch.ones_like(f_lo)
     flo, fhi = f_lo.clone(), f_hi.clone()
@@ -568,8 +575,8 @@ def _bracket(evaluate, f_lo, f_hi, valid, tol):
         a, b, fa, fb = lo[rows], hi[rows], flo[rows], fhi[rows]
         mid = 0.5 * (a + b)
         tm = (a * fb - b * fa) / (fb - fa)
-        # every fourth step (or when regula falsi leaves the bracket) bisect: guaranteed shrinkage
-        bisect = ~torch.isfinite(tm) | (tm <= a) | (tm >= b) | (it % 4 == 3)
+        # every sixth step (or when regula falsi leaves the bracket) bisect: guaranteed shrinkage
+        bisect = ~torch.isfinite(tm) | (tm <= a) | (tm >= b) | (it % 6 == 5)
         tm = torch.where(bisect, mid, tm)
         fm = evaluate(tm, rows)
         conv = fm.abs() <= tol
@@ -588,4 +595,11 @@ def _bracket(evaluate, f_lo, f_hi, valid, tol):
         last[rows] = torch.where(to_lo, -1, torch.where(to_hi, 1, 0)).to(torch.int8)
         collapsed = (hi[rows] - lo[rows]) <= 1e-15
         active[rows] = ~conv & ~collapsed
+        if group is not None:
+            sample, n_samples, length = group
+            inf = torch.full_like(lo, np.inf)
+            upper = torch.where(found, t * length, torch.where(active, hi * length, inf))
+            best = torch.full((n_samples,), np.inf, dtype=lo.dtype, device=lo.device)
+            best = best.scatter_reduce(0, sample, upper, reduce="amin")
+            active &= lo * length <= best[sample]
     return torch.where(found, t, torch.zeros_like(t)), found
