@@ -156,6 +156,13 @@ class RegionGrid:
         else:
             self.region_map = np.broadcast_to(np.expand_dims(rid, caxis), layout).ravel().copy()
         self.n_features = n_features
+        # element indices of every region, padded by repeating the region's first index (so a
+        # batch of regions is one fancy-indexing op; repeated writes of one value are harmless)
+        members = np.argsort(self.region_map, kind="stable")
+        counts = np.bincount(self.region_map, minlength=self.n_regions)
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        offsets = np.minimum(np.arange(counts.max())[None, :], counts[:, None] - 1)
+        self.region_index = members[starts[:, None] + offsets]
 
     def region_scores(self, relevance):
         """Summed relevance of every region, ``H(x, f, r_p)`` of Eq. (3.5).
@@ -183,6 +190,10 @@ class RegionGrid:
             )
         idx = (np.arange(n)[:, None] * self.n_regions + rmap[None, :]).ravel()
         return np.bincount(idx, weights=flat.ravel(), minlength=n * self.n_regions).reshape(n, self.n_regions)
+
+    def indices(self, regions):
+        """Flat element indices ``(b, max_region_size)`` of one region per row (padded by repetition)."""
+        return self.region_index[np.asarray(regions)]
 
     def mask(self, regions):
         """Boolean masks ``(b, n_features)`` of one region per row."""
@@ -260,10 +271,15 @@ class _Replacement(Perturbation):
     def start(self, rows, rng):
         return self.X[rows].copy(), self.replacement(rows, rng)
 
+    def values(self, rho, r, idx, rng):
+        """Replacement values at elements ``(r, idx)``."""
+        return rho[r, idx]
+
     def step(self, state, rows, regions, rng):
         current, rho = state
-        mask = self.grid.mask(regions)
-        np.copyto(current, rho, where=mask)
+        idx = self.grid.indices(regions)
+        r = np.arange(len(rows))[:, None]
+        current[r, idx] = self.values(rho, r, idx, rng)
         return current, rho
 
     def model_input(self, state):
@@ -288,8 +304,11 @@ class UniformPerturbation(_Replacement):
     random = True
 
     def replacement(self, rows, rng):
+        return None  # drawn per step, only for the regions perturbed
+
+    def values(self, rho, r, idx, rng):
         lo, hi = self.value_range
-        return rng.uniform(lo, hi, size=(len(rows), self.X.shape[1]))
+        return rng.uniform(lo, hi, size=idx.shape)
 
 
 class FlipPerturbation(_Replacement):
@@ -435,11 +454,13 @@ class _EvalMode:
 
     def __enter__(self):
         self.modes = [(m, m.training) for m in self.module.modules()]
-        self.module.eval()
+        if any(mode for _, mode in self.modes):
+            self.module.eval()
 
     def __exit__(self, *exc):
         for m, mode in self.modes:
-            m.training = mode
+            if m.training != mode:
+                m.training = mode
 
 
 class _Scorer:
@@ -702,16 +723,21 @@ def _run_curves(scorer, g, scores, weights, n_steps, order, n_repeats, rng, batc
         order_idx = _orders(scores[rows], order, rng)
         w_rows = weights[rows]
         state = g.start(rows, rng)
-        values, pending = [], [g.model_input(state).copy()]
-        n_pending = len(rows)
-        for k in range(1, n_steps + 1):
-            state = g.step(state, rows, order_idx[:, k - 1], rng)
-            pending.append(g.model_input(state).copy())
-            n_pending += len(rows)
-            if n_pending + len(rows) > batch_size or k == n_steps:
-                m = len(pending)
-                values.append(scorer(np.concatenate(pending), np.tile(w_rows, (m, 1))).reshape(m, len(rows)))
-                pending, n_pending = [], 0
+        b = len(rows)
+        per_call = max(1, min(n_steps + 1, batch_size // b))  # steps per model call
+        values, buf, filled = [], None, 0
+        for k in range(n_steps + 1):
+            if k:
+                state = g.step(state, rows, order_idx[:, k - 1], rng)
+            inp = g.model_input(state)
+            if buf is None:
+                buf = np.empty((per_call * b,) + inp.shape[1:], dtype=np.float64)
+            buf[filled * b:(filled + 1) * b] = inp  # the state changes in place: keep a copy
+            filled += 1
+            if filled == per_call or k == n_steps:
+                w = w_rows if filled == 1 else np.tile(w_rows, (filled, 1))
+                values.append(scorer(buf[:filled * b], w).reshape(filled, b))
+                filled = 0
         f = np.concatenate(values)  # (n_steps + 1, rows)
         curves[samples] = f.reshape(n_steps + 1, len(samples), n_repeats).mean(axis=2).T
     return curves

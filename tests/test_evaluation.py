@@ -132,6 +132,8 @@ def test_region_grid_tiling():
     sizes = np.bincount(grid.region_map)
     assert grid.n_regions == 6 and sizes.sum() == 35
     np.testing.assert_array_equal(sizes, [9, 6, 9, 6, 3, 2])
+    for r in range(grid.n_regions):  # padded index lists cover exactly their region
+        assert set(grid.indices([r])[0]) == set(np.flatnonzero(grid.mask([r])[0]))
     rect = RegionGrid((4, 6, 2), region_size=(2, 3))
     assert rect.n_regions == 4
     assert np.all(np.bincount(rect.region_map) == 12)  # 2 x 3 pixels x 2 channels
@@ -200,6 +202,34 @@ def test_headline_lrp_beats_sensitivity_and_random(digits, pca_model):
     assert a_lrp > a_sens > a_rand
     rel = sklrp.aopc_score(lrp, Xte, R, relative_to="random", n_repeats=5, random_state=0, **kw)
     assert rel == pytest.approx(a_lrp - a_rand)
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "intersection"])
+def test_headline_svm(digits, kernel):
+    # binary SVMs on digits 3 vs 8: exact LRP (histogram intersection kernel, Eq. (2.72)) and the
+    # root-point Taylor decomposition (RBF, Eq. (2.75)) both beat sensitivity and random orders
+    from sklearn.svm import SVC
+
+    Xtr, ytr, Xte, yte = digits
+    X, y = np.concatenate([Xtr, Xte]), np.concatenate([ytr, yte])
+    keep = (y == 3) | (y == 8)
+    X, y = X[keep], y[keep]
+    if kernel == "rbf":
+        svc, vr = SVC(gamma=0.02), (-1, 1)
+    else:
+        X, svc, vr = (X + 1) / 2, SVC(kernel=sklrp.kernels.intersection_kernel), (0, 1)
+    svc.fit(X[:200], y[:200])
+    lrp = sklrp.LRPTransformer(FrozenEstimator(svc)).fit(X[:200], y[:200])
+    Xs = X[200:280]
+    E = lrp.explain(Xs)
+    kw = dict(perturbation="flip", value_range=vr, n_steps=10, image_shape=(8, 8))
+    curves = sklrp.perturbation_curve(lrp, Xs, E.relevance, **kw)
+    np.testing.assert_allclose(curves[:, 0], E.output, rtol=1e-10)
+    S = sklrp.sensitivity_heatmap(lrp, Xs)
+    a_lrp = sklrp.aopc_score(lrp, Xs, E.relevance, **kw)
+    a_sens = sklrp.aopc_score(lrp, Xs, S, **kw)
+    a_rand = sklrp.aopc_score(lrp, Xs, S, order="random", n_repeats=5, random_state=0, **kw)
+    assert a_lrp > a_sens > a_rand
 
 
 def test_headline_cnn_skorch(digits):
