@@ -55,5 +55,11 @@ compare: $(PEERSTAMP)
 	$(PEERS)/bin/python -m pytest -p no:cacheprovider tests/test_nn_zennit.py -q
 	OMP_NUM_THREADS=2 $(PEERS)/bin/python benchmarks/bench_nn.py --quick
 
+# AOPC vs quantus.RegionPerturbation (quantus installs beside the peers' torch without changing it)
+.PHONY: compare-aopc
+compare-aopc: $(PEERSTAMP)
+	$(PEERS)/bin/python -m pip install -q quantus==0.6.0 $(PEER_TORCH)
+	OMP_NUM_THREADS=2 $(PEERS)/bin/python benchmarks/bench_aopc.py --quantus --models mlp,cnn --n 128 --steps 20
+
 clean:
 	rm -rf $(VENV) build *.egg-info audit-report doc/_build doc/auto_examples doc/generated

@@ -315,6 +315,23 @@ def test_sensitivity_linear_closed_form_and_autograd(digits, pca_model):
     np.testing.assert_allclose(auto, num, rtol=1e-5, atol=1e-8)
 
 
+def test_sensitivity_falls_back_to_finite_differences(digits):
+    # a chain step that leaves torch (FunctionTransformer runs numpy) is differentiated numerically
+    from sklearn.preprocessing import FunctionTransformer
+
+    Xtr, ytr, Xte, _ = digits
+    model = make_pipeline(FunctionTransformer(np.tanh), LogisticRegression(max_iter=300)).fit(Xtr[:300], ytr[:300])
+    lrp = sklrp.LRPTransformer(FrozenEstimator(model)).fit(Xte[:5])
+    S = sklrp.sensitivity_heatmap(lrp, Xte[:5])
+    target = model.predict(Xte[:5])
+    w = model[-1].coef_[np.searchsorted(model.classes_, target)]
+    np.testing.assert_allclose(S, np.abs(w * (1 - np.tanh(Xte[:5]) ** 2)), rtol=1e-5, atol=1e-9)
+    with pytest.raises(ValueError, match="method='autograd' needs a model differentiable in torch"):
+        sklrp.sensitivity_heatmap(lrp, Xte[:5], method="autograd")
+    with pytest.raises(ValueError, match="norm must be"):
+        sklrp.sensitivity_heatmap(lrp, Xte[:5], norm=3)
+
+
 @pytest.mark.parametrize("norm", [2, np.inf])
 def test_sensitivity_torch_colour_channel_norm(norm):
     torch.manual_seed(0)
