@@ -290,7 +290,7 @@ def _savefig(fig, tmp, name, files):
 
 
 def _audit_model(name, model, X, y, masks, image_shape, tmp, *, n_jobs, device, rule, epsilon,
-                 n_steps, region_size, perturbation, max_spray_samples, random_state, verbose, ground_truth=None):
+                 n_steps, region_size, perturbation, aopc_samples, max_spray_samples, random_state, verbose, ground_truth=None):
     """Explain, evaluate and SpRAy one model; returns its summary dict and its figures."""
     from . import plotting
 
@@ -335,7 +335,8 @@ def _audit_model(name, model, X, y, masks, image_shape, tmp, *, n_jobs, device, 
     # heatmap quality: region perturbation, LRP vs sensitivity vs random
     sec["aopc"] = _aopc_section(name, model, lrp, Xm, R, tgt, image_shape, tmp, files, notes,
                                 n_jobs=n_jobs, n_steps=n_steps, region_size=region_size,
-                                perturbation=perturbation, random_state=random_state, verbose=verbose)
+                                perturbation=perturbation, random_state=random_state, verbose=verbose,
+                                max_samples=aopc_samples)
 
     # context ratio (Eq. (4.11)) where object masks exist
     sec["context_ratio"] = _context_section(maps, masks, image_shape, tgt, notes)
@@ -362,7 +363,7 @@ def _aopc_task(ev, f, X, relevance, target, order, seed, kw):
 
 
 def _aopc_compute(ev, name, model, lrp, Xm, R, tgt, image_shape, tmp, files, notes, *, n_jobs, n_steps,
-                  region_size, perturbation, random_state, verbose, max_samples=100):
+                  region_size, perturbation, random_state, verbose, max_samples):
     """Perturbation curves for LRP (MoRF, LeRF), sensitivity (MoRF) and random order; AOPC by Eq. (3.7)."""
     from joblib import Parallel, delayed
 
@@ -521,7 +522,9 @@ def render_report(summary, files):
     parts = [f"<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>sklrp audit report</title>"
              f"<style>{_CSS}</style></head><body>",
              "<h1>sklrp audit report</h1>",
-             f"<p>Data: {e(str(summary['data']))} &middot; sklrp {e(summary['sklrp_version'])} &middot; "
+             f"<p>Data: {e(summary['data']['name'])}, X of shape {tuple(summary['data']['shape'])}"
+             f"{', with labels' if summary['data']['has_y'] else ''}"
+             f"{', with object masks' if summary['data']['has_masks'] else ''} &middot; sklrp {e(summary['sklrp_version'])} &middot; "
              f"{e(summary['created'])} &middot; {summary['seconds']:.1f} s</p>"]
     overview = [[e(s["name"]), e(s["model"]), s["n_samples"], _fmt(s["accuracy"]),
                  _fmt(s["conservation_max_abs_residual"], 3),
@@ -601,8 +604,8 @@ def _jsonable(obj):
     return obj
 
 
-def _prepare_out(out):
-    """A fresh temp dir next to ``out``; refuse to replace a directory that is not a report."""
+def _check_out(out):
+    """``out`` as an absolute path; refuse to replace anything that is not an sklrp report."""
     out = os.path.abspath(out)
     if os.path.exists(out):
         if not os.path.isdir(out):
@@ -612,7 +615,13 @@ def _prepare_out(out):
     parent = os.path.dirname(out)
     if not os.path.isdir(parent):
         raise AuditError(f"parent directory of --out does not exist: {parent}")
-    return out, tempfile.mkdtemp(prefix=".sklrp-audit-", dir=parent)
+    return out
+
+
+def _prepare_out(out):
+    """A fresh temp dir next to ``out`` (same file system, so the final move is a rename)."""
+    out = _check_out(out)
+    return out, tempfile.mkdtemp(prefix=".sklrp-audit-", dir=os.path.dirname(out))
 
 
 def _publish(tmp, out):
@@ -628,7 +637,7 @@ def _publish(tmp, out):
 
 def audit(models, X, y=None, masks=None, *, out="audit-report", image_shape=None, data_name="X",
           n_jobs=None, device="auto", rule="epsilon", epsilon=1e-2, n_steps=20, region_size=4,
-          perturbation="mean", max_spray_samples=150, random_state=0, verbose=False, ground_truth=None):
+          perturbation="mean", aopc_samples=64, max_spray_samples=150, random_state=0, verbose=False, ground_truth=None):
     """Audit fitted models on data and write ``report.html``, PNGs and ``summary.json`` to ``out``.
 
     Parameters
@@ -658,6 +667,8 @@ def audit(models, X, y=None, masks=None, *, out="audit-report", image_shape=None
         The ``g`` of Eq. (3.6). The thesis uses uniform noise; on images with a dark
         (zero) background, noise *adds* signal, so the default replaces a region by
         the data-set mean instead.
+    aopc_samples : int, default=64
+        Samples (drawn at random) whose perturbation curves are computed.
     max_spray_samples : int, default=150
         At most this many maps per class go into SpRAy.
     random_state : int, default=0
@@ -702,7 +713,7 @@ def audit(models, X, y=None, masks=None, *, out="audit-report", image_shape=None
             for name, model in models.items():
                 sec, f = _audit_model(name, model, X, y, masks, image_shape, tmp, n_jobs=n_jobs, device=device,
                                       rule=rule, epsilon=epsilon, n_steps=n_steps, region_size=region_size,
-                                      perturbation=perturbation, max_spray_samples=max_spray_samples, random_state=random_state,
+                                      perturbation=perturbation, aopc_samples=aopc_samples, max_spray_samples=max_spray_samples, random_state=random_state,
                                       verbose=verbose, ground_truth=ground_truth)
                 sections.append(sec)
                 files.update(f)
@@ -820,6 +831,8 @@ def _parser():
     a.add_argument("--region-size", type=int, default=4, help="perturbed region size m (default: 4)")
     a.add_argument("--perturbation", default="mean", choices=sorted(_PERTURBATIONS),
                    help="region perturbation g of Eq. (3.6) (default: mean)")
+    a.add_argument("--aopc-samples", type=int, default=64,
+                   help="samples whose perturbation curves are computed (default: 64)")
     a.add_argument("--max-samples", type=int, default=None, help="audit at most this many samples")
     a.add_argument("--demo-samples", type=int, default=800,
                    help="size of the generated demo data, half for training (default: 800)")
@@ -830,8 +843,9 @@ def _parser():
 
 def _run_audit(args):
     verbose = not args.quiet
+    _check_out(args.out)  # before any expensive work
     for flag, value in (("--n-steps", args.n_steps), ("--region-size", args.region_size),
-                        ("--demo-samples", args.demo_samples)):
+                        ("--demo-samples", args.demo_samples), ("--aopc-samples", args.aopc_samples)):
         if value < 1:
             raise AuditError(f"{flag} must be >= 1, got {value}")
     if args.demo:
@@ -860,7 +874,7 @@ def _run_audit(args):
             kw["ground_truth"] = kw["ground_truth"][sl]
     summary = audit(models, X, y, out=args.out, n_jobs=args.n_jobs, device=args.device, rule=args.rule,
                     epsilon=args.epsilon, n_steps=args.n_steps, region_size=args.region_size,
-                    perturbation=args.perturbation, random_state=args.seed, verbose=verbose, **kw)
+                    perturbation=args.perturbation, aopc_samples=args.aopc_samples, random_state=args.seed, verbose=verbose, **kw)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     for s in summary["models"]:
