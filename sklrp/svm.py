@@ -46,6 +46,7 @@ inlier score ``f(x)``, target ``-1`` explains ``-f(x)``.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import numbers
 import warnings
 from dataclasses import dataclass
@@ -401,6 +402,14 @@ class SVMHead(Head):
     def _taylor(self, x, weights, scores, config):
         tol = _check_param(config.extra.get("root_tol", 1e-6), "root_tol", "float")
         n_cand = _check_param(config.extra.get("n_root_candidates", 50), "n_root_candidates", "int")
+        if config.dtype != torch.float64:
+            # |f(x~)| <= root_tol is a float64 promise (float32 cannot resolve 1e-6 on typical
+            # scores): search in float64 on the same device, return in the configured dtype
+            config64 = dataclasses.replace(config, dtype=torch.float64)
+            x64, w64 = config64.tensor(x), config64.tensor(weights)
+            out = self._taylor(x64, w64, self.scores(x64, config64), config64)
+            extras = {k: v.to(config.dtype) if v.is_floating_point() else v for k, v in out.extras.items()}
+            return HeadRelevance(out.relevance.to(config.dtype), out.bias.to(config.dtype), extras)
         t = self._reference_tensors(config)
         kernel = self._model().kernel
         n, d = x.shape
@@ -523,6 +532,12 @@ def _search_roots(kernel, t, x, cand, has_cand, g_ref, g0, c_eff, b_eff, tol):
         s_sq = (S * S).sum(1)[None, :]
 
         def evaluate(tt, rows):
+            if rows.numel() == n * k:  # all segments active: broadcast instead of gathering copies
+                tk = tt.view(n, k)
+                dot = sx[:, None, :] + tk[:, :, None] * sd.view(n, k, -1)
+                sq = (x_sq[:, None] + 2 * tk * xd.view(n, k) + tk * tk * dd.view(n, k))[:, :, None]
+                values = torch.einsum("nks,ns->nk", kernel.from_products(dot, sq, s_sq[None]), c_eff)
+                return (values + b_eff[:, None]).reshape(-1)
             i = sample[rows]
             dot = sx[i] + tt[:, None] * sd[rows]
             sq = (x_sq[i] + 2 * tt * xd[rows] + tt * tt * dd[rows])[:, None]
@@ -556,7 +571,6 @@ def _bracket(evaluate, f_lo, f_hi, valid, tol, group=None):
     farther away (``lo * length``) than another segment's bracket ends (``hi * length``)
     cannot win and is dropped; this does not change the result, only the work.
     """
-    
     m = f_lo.shape[0]
     lo, hi = torch.zeros_like(f_lo), torch.ones_like(f_lo)
     flo, fhi = f_lo.clone(), f_hi.clone()

@@ -442,3 +442,11 @@ def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RootPointWarning)  # checks fit on tiny, sometimes one-sided data
         check(estimator)
+
+
+def test_float32_taylor_keeps_root_tolerance(positive_data):
+    X, y = positive_data
+    lrp = sklrp.LRPTransformer(TAYLOR["rbf"](), dtype="float32", root_tol=1e-8).fit(X, y)
+    E = lrp.explain(X[:6])
+    assert E.extras["root_found"].all()
+    assert np.all(np.abs(lrp.estimator_.decision_function(E.root_point.astype(np.float64))) <= 1e-6)
