@@ -183,6 +183,12 @@ class SVMHead(Head):
         self._model_np = None
         self._cache = {}
 
+    def __getstate__(self):
+        # tensors derived from the model are rebuilt on demand; keep pickles small
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
     # -- the model as arrays ---------------------------------------------------------------
     def _kernel(self, train):
         st = self.step
@@ -209,7 +215,8 @@ class SVMHead(Head):
 
     def _support_vector_sources(self):
         st = self.step
-        sv = np.asarray(st.support_vectors_, dtype=float)
+        sv = st.support_vectors_
+        sv = np.asarray(sv.toarray() if hasattr(sv, "toarray") else sv, dtype=float)  # sparse training data
         if sv.size:
             yield sv
             return
@@ -224,7 +231,8 @@ class SVMHead(Head):
 
     def _build(self, sv):
         st = self.step
-        dual = np.atleast_2d(np.asarray(st.dual_coef_, dtype=float))
+        dual = st.dual_coef_
+        dual = np.atleast_2d(np.asarray(dual.toarray() if hasattr(dual, "toarray") else dual, dtype=float))
         intercept = np.asarray(st.intercept_, dtype=float).ravel()
         n_classes = len(getattr(st, "classes_", [0, 1]))
         if isinstance(st, OneClassSVM) or n_classes == 2:

@@ -450,3 +450,50 @@ def test_float32_taylor_keeps_root_tolerance(positive_data):
     E = lrp.explain(X[:6])
     assert E.extras["root_found"].all()
     assert np.all(np.abs(lrp.estimator_.decision_function(E.root_point.astype(np.float64))) <= 1e-6)
+
+
+def _neg_abs(x, y):
+    return -(x - y).abs()
+
+
+class _CauchyKernel(K.Kernel):
+    """A user kernel with only a torch matrix: Taylor decomposition with an autograd gradient."""
+
+    def __init__(self, scale=0.5):
+        self.scale = scale
+
+    def matrix(self, X, Y):
+        d2 = ((X * X).sum(1, keepdim=True) + (Y * Y).sum(1) - 2 * X @ Y.T).clamp(min=0)
+        return 1.0 / (1.0 + d2 / self.scale)
+
+
+def test_user_declared_per_dimension_kernel_is_exact(data):
+    X, y2, _ = data
+    lrp = sklrp.LRPTransformer(SVC(kernel=K.PerDimensionKernel(_neg_abs))).fit(X, y2)
+    svc = lrp.estimator_
+    E = lrp.explain(X[:5], target=1)
+    np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, svc.decision_function(X[:5]), atol=1e-10)
+    expected = _loop_relevance(lambda a, b: -abs(a - b), X[svc.support_], svc.dual_coef_[0], X[0])
+    np.testing.assert_allclose(E.relevance[0], expected, atol=1e-12)
+
+
+def test_user_differentiable_kernel_taylor(positive_data):
+    X, y = positive_data
+    lrp = sklrp.LRPTransformer(SVC(kernel=_CauchyKernel(0.1), C=10.0)).fit(X, y)
+    svc = lrp.estimator_
+    E = lrp.explain(X[:4])
+    assert E.extras["root_found"].all()
+    assert np.all(np.abs(svc.decision_function(E.root_point)) <= 1e-6)
+    sign = np.where(E.target == 1, 1.0, -1.0)
+    for n in range(4):
+        R_fd = sign[n] * _fd_gradient(svc, E.root_point[n]) * (X[n] - E.root_point[n])
+        np.testing.assert_allclose(E.relevance[n], R_fd, rtol=1e-5, atol=1e-7)
+
+
+def test_sparse_training_data(data):
+    import scipy.sparse as sp
+
+    X, y2, _ = data
+    svc = SVC(kernel="linear").fit(sp.csr_matrix(X), y2)
+    E = sklrp.LRPTransformer(FrozenEstimator(svc)).fit(X).explain(X[:4], target=1)
+    np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, svc.decision_function(X[:4]), atol=1e-10)
