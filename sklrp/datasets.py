@@ -184,7 +184,7 @@ def make_shapes(n_samples=200, *, image_size=102, radius=(9.0, 16.0), n_round=(1
     """Grey images with regular polygons and round shapes (the toy task of Section 2.4.3).
 
     Each image (a tile of a large scene) shows ``n_round`` round shapes (filled l_p balls,
-    p in [2, 3]) and, for positive images, one regular polygon with 4 to 7 vertices whose
+    p in [2, 2.5]) and, for positive images, one regular polygon with 4 to 7 vertices whose
     centre lies inside the image. Negative images may show a polygon cut by the border
     whose centre lies outside (with probability ``border_polygons``). Labels follow the thesis: ``y = +1`` if the centre of a
     polygon lies in the image, else ``-1``. Shapes do not overlap; each is darker or
@@ -271,7 +271,7 @@ def make_shapes(n_samples=200, *, image_size=102, radius=(9.0, 16.0), n_round=(1
                     if kind == 1:
                         return draw(_regular_polygon_mask(rr, cc, cy, cx, r, rng.randint(4, 8),
                                                           rng.uniform(0, 2 * np.pi)), 1)
-                    return draw(_round_mask(rr, cc, cy, cx, r, rng.uniform(2.0, 3.0)), 2)
+                    return draw(_round_mask(rr, cc, cy, cx, r, rng.uniform(2.0, 2.5)), 2)
 
         if y[i] == 1:
             place(1)

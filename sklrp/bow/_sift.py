@@ -87,6 +87,16 @@ def _dsift_numpy(img, bin_size, step):
     return centre, desc
 
 
+def _contrast(img, boxes):
+    """Mean gradient magnitude over each ``[top, bottom, left, right)`` box."""
+    gy, gx = np.gradient(img)
+    integral = np.zeros((img.shape[0] + 1, img.shape[1] + 1))
+    integral[1:, 1:] = np.hypot(gx, gy).cumsum(0).cumsum(1)
+    t, b, lft, r = boxes.T
+    total = integral[b, r] - integral[t, r] - integral[b, lft] + integral[t, lft]
+    return total / np.maximum((b - t) * (r - lft), 1)
+
+
 def _dsift_vlfeat(img, bin_size, step):
     from cyvlfeat.sift import dsift
 
@@ -114,6 +124,10 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
         Grid step in pixels for each scale.
     magnif : float, default=3.0
         Spatial bin width in units of ``sigma``.
+    contrast_threshold : float, default=0.005
+        Descriptors whose area has a mean gradient magnitude (of the smoothed image)
+        below this value are set to zero, as VLFeat's ``phow`` does: otherwise
+        normalisation blows pixel noise in flat regions up to unit-length descriptors.
     backend : {"auto", "vlfeat", "numpy"}, default="auto"
         ``"vlfeat"`` uses cyvlfeat's ``dsift(fast=True)`` (the real VLFeat, optional extra
         ``sklrp[vlfeat]``); ``"numpy"`` is the built-in equivalent (flat spatial window,
@@ -159,10 +173,12 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
     array([ 0, 24,  0, 24])
     """
 
-    def __init__(self, scales=(2.0, 3.0), steps=(6, 9), magnif=3.0, backend="auto", pixel_mapping="descriptor"):
+    def __init__(self, scales=(2.0, 3.0), steps=(6, 9), magnif=3.0, contrast_threshold=0.005, backend="auto",
+                 pixel_mapping="descriptor"):
         self.scales = scales
         self.steps = steps
         self.magnif = magnif
+        self.contrast_threshold = contrast_threshold
         self.backend = backend
         self.pixel_mapping = pixel_mapping
 
@@ -203,6 +219,8 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
             raise ValueError(f"DenseSIFT: scales must be positive, got {scales}")
         if any(not isinstance(s, numbers.Integral) or s < 1 for s in steps):
             raise ValueError(f"DenseSIFT: steps must be positive integers, got {steps}")
+        if not isinstance(self.contrast_threshold, numbers.Real) or not self.contrast_threshold >= 0:
+            raise ValueError(f"DenseSIFT: contrast_threshold must be >= 0, got {self.contrast_threshold!r}")
         if not isinstance(self.magnif, numbers.Real) or self.magnif <= 0:
             raise ValueError(f"DenseSIFT: magnif must be positive, got {self.magnif!r}")
         if self.backend not in ("auto", "vlfeat", "numpy"):
@@ -231,11 +249,15 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
         h, w = img.shape
         geo, desc = [], []
         for sigma, b, step in zip(np.atleast_1d(self.scales), self.bin_sizes_, self.steps_):
-            centre, d = run(gaussian_filter(img, float(sigma)), int(b), int(step))
+            smooth = gaussian_filter(img, float(sigma))
+            centre, d = run(smooth, int(b), int(step))
             g = np.empty((len(centre), N_GEOMETRY))
             g[:, :2], g[:, 2], g[:, 3], g[:, 4] = centre, b, h, w
             geo.append(g)
-            desc.append(_sift_normalise(d))
+            d = _sift_normalise(d)
+            if self.contrast_threshold > 0 and len(centre):
+                d[_contrast(smooth, DescriptorGeometry.from_array(g).boxes()) < self.contrast_threshold] = 0.0
+            desc.append(d)
         return np.concatenate(geo), np.concatenate(desc)
 
     def transform(self, X):
