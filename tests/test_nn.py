@@ -276,6 +276,13 @@ def test_maxpool_ties_are_split_evenly():
     np.testing.assert_allclose(res.relevance.numpy(), ref_r, rtol=1e-10, atol=1e-12)
     total = res.relevance.flatten(1).sum(1) + res.bias
     np.testing.assert_allclose(total.numpy(), res.output.numpy(), rtol=1e-10)
+    # non-overlapping windows (the reshaping fast path), input not a multiple of the kernel
+    net2 = nn.Sequential(nn.MaxPool2d(2), nn.Flatten(), nn.Linear(9, 2)).to(D)
+    x2 = torch.tensor(np.random.RandomState(1).randint(0, 3, size=(2, 1, 7, 7)), dtype=D)
+    for comp in (Composite(Z()), Composite(Z(), flat_depth=1)):
+        res2 = lrp(net2, x2, comp)
+        ref2, _ = ref_lrp(net2, x2, comp, one_hot_pred(net2, x2))
+        np.testing.assert_allclose(res2.relevance.numpy(), ref2, rtol=1e-10, atol=1e-12)
     # a window of four equal values hands each of them a quarter
     pool = nn.Sequential(nn.MaxPool2d(2), nn.Flatten()).to(D)
     r = lrp(pool, torch.ones(1, 1, 2, 2, dtype=D), Composite(Z()), target=0).relevance

@@ -1,0 +1,134 @@
+"""Per-batch time of sklrp's torch LRP vs a plain input gradient and vs zennit.
+
+Model: a VGG-like CNN (conv-conv-pool blocks, two dense layers). Composite: the
+thesis' recommendation (Section 5.4.1): epsilon = 0.01 on dense layers, alpha = 2,
+beta = -1 on convolutions -- zennit's ``EpsilonAlpha2Beta1``. Runs on CUDA when
+available (float32), else on the CPU. Goals (issue 4): sklrp <= 1.5x the gradient
+and <= 1.0x zennit. zennit is optional (``make compare`` installs it in
+``.venv-peers``); without it only the gradient baseline is timed.
+
+Usage::
+
+    python benchmarks/bench_nn.py            # 3x64x64 inputs, batch 16
+    python benchmarks/bench_nn.py --quick    # 3x32x32, batch 8 (a few seconds)
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from torch import nn
+
+from sklrp.nn import Composite, lrp
+from sklrp.rules import AlphaBeta, Epsilon
+
+
+def vgg_like(width=32, n_classes=10, size=64):
+    def block(cin, cout, n):
+        layers = []
+        for i in range(n):
+            layers += [nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1), nn.ReLU()]
+        return layers + [nn.MaxPool2d(2)]
+
+    feats = block(3, width, 2) + block(width, 2 * width, 2) + block(2 * width, 4 * width, 3)
+    side = size // 8
+    return nn.Sequential(*feats, nn.Flatten(), nn.Linear(4 * width * side * side, 256), nn.ReLU(),
+                         nn.Dropout(0.5), nn.Linear(256, n_classes)).eval()
+
+
+def timeit(fns, repeats, device):
+    """Median seconds per call of each function; rounds are interleaved so that load
+    changes on a shared machine hit all contenders alike."""
+    for fn in fns.values():
+        fn()  # warm-up
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small inputs and few repeats")
+    parser.add_argument("--repeats", type=int, default=None)
+    args = parser.parse_args(argv)
+    size, batch, repeats = (32, 8, 5) if args.quick else (64, 16, 10)
+    repeats = args.repeats or repeats
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model = vgg_like(size=size).to(device)
+    x = torch.randn(batch, 3, size, size, device=device)
+    with torch.no_grad():
+        weights = torch.nn.functional.one_hot(model(x).argmax(1), 10).float()
+    composite = Composite(Epsilon(0.01), conv_rule=AlphaBeta(2.0, -1.0))
+
+    def gradient():
+        xg = x.clone().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(xg), xg, weights)
+        return g * x
+
+    def sklrp_lrp():
+        return lrp(model, x, composite, target=weights).relevance
+
+    eps_only = Composite(Epsilon(0.01))
+    fns = {"gradient": gradient, "sklrp": sklrp_lrp,
+           "sklrp_eps": lambda: lrp(model, x, eps_only, target=weights).relevance}
+    try:
+        from zennit.attribution import Gradient
+        from zennit.composites import EpsilonAlpha2Beta1
+        from zennit.rules import Epsilon as ZEpsilon, Pass
+        from zennit.composites import LayerMapComposite, layer_map_base
+        from zennit.types import Linear as ZLinear
+    except ImportError:
+        Gradient = None
+
+    if Gradient is not None:
+        def zennit_run(composite_fn):
+            def run():
+                with Gradient(model=model, composite=composite_fn()) as attributor:
+                    _, rel = attributor(x, lambda out: out * weights)
+                return rel
+            return run
+
+        zennit_lrp = zennit_run(lambda: EpsilonAlpha2Beta1(epsilon=0.01, stabilizer=1e-30))
+        fns["zennit"] = zennit_lrp
+        fns["zennit_eps"] = zennit_run(lambda: LayerMapComposite(layer_map_base(1e-30) + [(ZLinear, ZEpsilon(0.01))]))
+
+    print(f"device={device} ({torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}), "
+          f"threads={torch.get_num_threads()}, input={tuple(x.shape)}, float32, repeats={repeats}")
+    t = timeit(fns, repeats, device)
+    print(f"gradient x input        : {1e3 * t['gradient']:8.1f} ms/batch")
+    print(f"sklrp eps+a2b1 (thesis) : {1e3 * t['sklrp']:8.1f} ms/batch   sklrp/gradient = "
+          f"{t['sklrp'] / t['gradient']:.2f} (goal <= 1.5)")
+    print(f"sklrp epsilon only      : {1e3 * t['sklrp_eps']:8.1f} ms/batch   sklrp/gradient = "
+          f"{t['sklrp_eps'] / t['gradient']:.2f} (goal <= 1.5)")
+    if Gradient is None:
+        print("zennit not installed: run `make compare` for the zennit comparison")
+        return
+    print(f"zennit eps+a2b1         : {1e3 * t['zennit']:8.1f} ms/batch   sklrp/zennit   = "
+          f"{t['sklrp'] / t['zennit']:.2f} (goal <= 1.0)")
+    print(f"zennit epsilon only     : {1e3 * t['zennit_eps']:8.1f} ms/batch   sklrp/zennit   = "
+          f"{t['sklrp_eps'] / t['zennit_eps']:.2f} (goal <= 1.0)")
+    r_ours, r_zen = sklrp_lrp(), zennit_lrp()
+    diff = (r_ours - r_zen).abs().max().item()
+    print(f"max |R_sklrp - R_zennit| float32 = {diff:.3e} (relative to max |R|: {diff / r_zen.abs().max().item():.2e})")
+    m64, x64, w64 = model.double(), x.double(), weights.double()
+    with Gradient(model=m64, composite=EpsilonAlpha2Beta1(epsilon=0.01, stabilizer=1e-30)) as attributor:
+        _, z64 = attributor(x64, lambda out: out * w64)
+    o64 = lrp(m64, x64, composite, target=w64).relevance
+    d64 = (o64 - z64).abs().max().item()
+    print(f"max |R_sklrp - R_zennit| float64 = {d64:.3e} (relative to max |R|: {d64 / z64.abs().max().item():.2e})")
+
+
+if __name__ == "__main__":
+    main()
