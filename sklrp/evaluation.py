@@ -566,6 +566,8 @@ class _Scorer:
 
         bs = self.batch_size
         cols = np.concatenate([self.columns(inputs(np.arange(i, min(i + bs, n)))) for i in range(0, n, bs)])
+        if self.kind == "callable" and cols.shape[1] == 1:  # a single score: nothing to select
+            return np.ones((n, 1)), np.zeros(n, dtype=int), cols[:, 0]
         head = self._head(cols.shape[1])
         labels = LRPTransformer._target_array(target, y, n)
         if labels is None:

@@ -56,6 +56,14 @@ def test_closed_form_linear_flip():
     assert rel == pytest.approx(2.0, abs=0.15)
 
 
+def test_single_score_callable_ignores_target():
+    X = np.ones((2, 4))
+    a = sklrp.perturbation_curve(linear(W4), X, X * W4, perturbation="flip", value_range=(-1, 1))
+    b = sklrp.perturbation_curve(linear(W4), X, X * W4, perturbation="flip", value_range=(-1, 1), target="true",
+                                 y=np.array([3, 7]))
+    np.testing.assert_array_equal(a, b)
+
+
 def test_closed_form_cumulative_and_n_steps():
     X = np.ones((1, 4))
     kw = dict(perturbation="flip", value_range=(-1, 1))
