@@ -24,7 +24,10 @@ The decision function of a (pairwise) kernel SVM is ``f(x) = sum_i alpha_i y_i k
   :class:`RootPointWarning` is issued.
 
 The reference set is the data passed to ``LRPTransformer.fit`` (pushed through the
-preceding pipeline steps), at most ``MAX_REFERENCE`` samples of it (evenly spaced).
+preceding pipeline steps), at most ``MAX_REFERENCE`` samples of it (evenly spaced; fewer,
+down to 200, for models with more than ~16k support vectors, to bound memory). The root
+search always runs in float64 (on the configured device), so ``root_tol`` means the
+same with ``dtype="float32"``.
 
 Targets
 -------
@@ -308,10 +311,13 @@ class SVMHead(Head):
         self._train = train
         self._model_np = None
         self._cache = {}
+        n_sv = self._model().sv.shape[0]  # resolve and verify now, so a bad model fails in fit
+        # the root search keeps <reference, support vector> products: bound them to ~32M numbers
+        cap = min(MAX_REFERENCE, max(200, (1 << 25) // max(1, n_sv)))
         n = train.shape[0]
-        idx = np.linspace(0, n - 1, MAX_REFERENCE).astype(int) if n > MAX_REFERENCE else np.arange(n)
+        idx = np.linspace(0, n - 1, cap).astype(int) if n > cap else np.arange(n)
         self._reference = train[np.unique(idx)]
-        self._model()  # resolve and verify now, so a bad model fails in fit
+        self._train = None  # only needed to resolve the model; don't keep (or pickle) the training set
 
     def scores(self, x, config):
         model = self._model()
