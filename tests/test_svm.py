@@ -497,3 +497,27 @@ def test_sparse_training_data(data):
     svc = SVC(kernel="linear").fit(sp.csr_matrix(X), y2)
     E = sklrp.LRPTransformer(FrozenEstimator(svc)).fit(X).explain(X[:4], target=1)
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, svc.decision_function(X[:4]), atol=1e-10)
+
+
+@pytest.mark.parametrize("name", ["rbf", "chi2_object"])
+def test_taylor_matches_thesis_formulas_loop(positive_data, name):
+    # Eq. (A.5): R_d = (x - x~)_d sum_i a_i k(x_i, x~) 2 gamma (x_i(d) - x~(d))   (gamma = 1/sigma^2)
+    # Eq. (A.7): R_d = (x - x~)_d sum_i a_i k(x_i, x~) gamma (4 x_i(d)^2 / (x_i(d) + x~(d))^2 - 1)
+    X, y = positive_data
+    lrp = sklrp.LRPTransformer(TAYLOR[name](), target=1).fit(X, y)
+    svc = lrp.estimator_
+    E = lrp.explain(X[:3])
+    sv, a, gamma = svc.support_vectors_, svc.dual_coef_[0], 2.0 if name == "rbf" else 1.5
+    if not sv.size:
+        sv = X[svc.support_]
+    for n in range(3):
+        x, r = X[n], E.root_point[n]
+        expected = np.zeros(x.shape[0])
+        for i in range(sv.shape[0]):
+            if name == "rbf":
+                k = np.exp(-gamma * ((sv[i] - r) ** 2).sum())
+                expected += a[i] * k * 2 * gamma * (sv[i] - r)
+            else:
+                k = np.exp(-gamma * ((sv[i] - r) ** 2 / (sv[i] + r)).sum())
+                expected += a[i] * k * gamma * (4 * sv[i] ** 2 / (sv[i] + r) ** 2 - 1)
+        np.testing.assert_allclose(E.relevance[n], (x - r) * expected, rtol=1e-9, atol=1e-12)
