@@ -30,3 +30,7 @@ __all__ = [
     "project_to_pixels",
     "has_vlfeat",
 ]
+
+from .text import TextExplanation, TfidfTransformerPropagator, explain_text, tokenize_with_positions  # noqa: E402
+
+__all__ += ["explain_text", "TextExplanation", "TfidfTransformerPropagator", "tokenize_with_positions"]
