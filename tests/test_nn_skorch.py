@@ -214,3 +214,21 @@ def test_verbose_progress_bar(digits, cnn_lrp, capsys):
     lrp_ = sklrp.LRPTransformer(FrozenEstimator(cnn_lrp.estimator_), verbose=True, batch_size=4).fit(X[:2])
     assert lrp_.transform(X[:10]).shape == (10, 1, 8, 8)
     assert "LRP" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- estimator checks
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+
+
+@parametrize_with_checks(
+    [TorchModel(nn.Sequential(nn.LazyLinear(2)))],
+    expected_failed_checks=lambda est: {
+        "check_estimators_overwrite_params": (
+            "TorchModel explains the given trained module itself instead of copying a possibly large net; "
+            "the checks need a LazyLinear (they vary n_features) and fit materialises its weights, which the "
+            "check sees as a mutated parameter. Non-lazy modules are not modified."
+        ),
+    },
+)
+def test_torch_model_sklearn_compatible(estimator, check):
+    check(estimator)

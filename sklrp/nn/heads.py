@@ -110,6 +110,8 @@ class TorchModel(BaseEstimator):
         self.module_ = self.module
         if self.classes is not None:
             self.classes_ = np.asarray(self.classes)
+        with torch.no_grad():  # one sample through the net: fails early on shape errors, materialises lazy layers
+            self.module_(self._tensor(X[:1]))
         return self
 
     def _tensor(self, X):
