@@ -36,3 +36,7 @@ __all__ += ["aopc_score", "context_ratio", "make_aopc_scorer", "perturbation_cur
 from . import kernels  # noqa: E402
 
 __all__ += ["kernels"]
+
+from . import nn  # noqa: E402
+
+__all__ += ["nn"]
