@@ -1,4 +1,4 @@
-"""Propagators for kernel SVMs: ``SVC``, ``NuSVC`` and ``OneClassSVM`` (thesis Sections 2.3.1, A.1).
+"""Propagators for kernel SVMs: ``SVC``, ``NuSVC``, ``OneClassSVM`` (and ``SVR``), thesis Sections 2.3.1, A.1.
 
 The decision function of a (pairwise) kernel SVM is ``f(x) = sum_i alpha_i y_i k(x_i, x) + b``
 (Eq. (2.66); ``OneClassSVM``: ``sum_i alpha_i k(x_i, x) - rho``, Eq. (A.8)).
@@ -43,7 +43,9 @@ plus squashed confidences, not a smooth function; ``g_k`` is its confidence part
 before squashing.) To explain one pairwise classifier, pass ``target=Pair(a, b)``:
 the decision between ``a`` and ``b``, positive = evidence for ``a``.
 ``OneClassSVM``: target ``1`` (default for inliers, ``predict`` = 1) explains the
-inlier score ``f(x)``, target ``-1`` explains ``-f(x)``.
+inlier score ``f(x)``, target ``-1`` explains ``-f(x)``. ``SVR`` / ``NuSVR`` (output
+index 0) are explained exactly for sum-decomposable kernels; a regressor has no decision
+boundary to expand at, so other kernels are refused.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.svm import SVC, NuSVC, OneClassSVM
+from sklearn.svm import SVC, SVR, NuSVC, NuSVR, OneClassSVM
 from sklearn.utils.validation import check_is_fitted
 
 from . import kernels as _kernels
@@ -133,7 +135,12 @@ class _Model:
     incidence: np.ndarray  # (P, n_blocks)
 
 
-@register((SVC, NuSVC, OneClassSVM), name="SVC, NuSVC, OneClassSVM (sklrp.svm)")
+def _is_kernel_svm(step):
+    # subclasses too: _mismatch checks that the reconstruction reproduces their outputs
+    return isinstance(step, (SVC, NuSVC, OneClassSVM, SVR, NuSVR))
+
+
+@register(_is_kernel_svm, name="SVC, NuSVC, OneClassSVM, SVR, NuSVR (sklrp.svm)")
 class SVMHead(Head):
     """LRP for kernel SVMs: exact for sum-decomposable kernels, Taylor at a root point otherwise.
 
@@ -142,7 +149,7 @@ class SVMHead(Head):
 
     Parameters
     ----------
-    step : SVC, NuSVC or OneClassSVM
+    step : SVC, NuSVC, OneClassSVM, SVR or NuSVR
         A fitted model. Its kernel must be a string kernel other than
         ``"precomputed"``, an sklrp kernel function/object or a matching
         ``sklearn.metrics.pairwise`` function.
@@ -238,7 +245,7 @@ class SVMHead(Head):
         dual = np.atleast_2d(np.asarray(dual.toarray() if hasattr(dual, "toarray") else dual, dtype=float))
         intercept = np.asarray(st.intercept_, dtype=float).ravel()
         n_classes = len(getattr(st, "classes_", [0, 1]))
-        if isinstance(st, OneClassSVM) or n_classes == 2:
+        if isinstance(st, (OneClassSVM, SVR, NuSVR)) or n_classes == 2:
             blocks = [(np.arange(sv.shape[0]), dual[0])]
             return _Model(self._kernel(self._train), sv, dual[:1].copy(), intercept[:1], blocks, np.ones((1, 1)))
         starts = np.concatenate([[0], np.cumsum(st.n_support_)])
@@ -289,7 +296,8 @@ class SVMHead(Head):
         reference = copy.copy(st)
         if hasattr(reference, "decision_function_shape"):
             reference.decision_function_shape = "ovo"  # a shallow copy: the explained model is untouched
-        expected = np.asarray(reference.decision_function(x), dtype=float).reshape(x.shape[0], -1)
+        output = reference.predict if isinstance(st, (SVR, NuSVR)) else reference.decision_function
+        expected = np.asarray(output(x), dtype=float).reshape(x.shape[0], -1)
         config_free = _tensors(model, torch.float64, torch.device("cpu"))
         with torch.no_grad():
             got = _scores(model, config_free, torch.as_tensor(x, dtype=torch.float64)).numpy()
@@ -328,13 +336,13 @@ class SVMHead(Head):
     def classes(self):
         if isinstance(self.step, OneClassSVM):
             return None
-        return self.step.classes_
+        return getattr(self.step, "classes_", None)  # None for SVR / NuSVR
 
     def predicted(self, scores):
         if isinstance(self.step, OneClassSVM):
             return np.where(scores[:, 0] < 0, -1, 1)
-        classes = np.asarray(self.step.classes_)
-        if scores.shape[1] == 1:
+        classes = self.classes
+        if classes is None or scores.shape[1] == 1:
             return super().predicted(scores)
         votes, confidence = _votes(scores, len(classes))
         if getattr(self.step, "break_ties", False) and self.step.decision_function_shape == "ovr":
@@ -350,6 +358,8 @@ class SVMHead(Head):
                 raise ValueError(f"OneClassSVM targets are 1 (inlier score f(x)) or -1 (outlier score -f(x)); "
                                  f"got {bad[0]!r}")
             return labels.astype(float).reshape(n, 1)
+        if self.classes is None:  # regressors: output index 0
+            return super().target_weights(labels, n_outputs)
         classes = np.asarray(self.step.classes_)
         is_pair = np.array([isinstance(v, Pair) for v in labels.ravel().tolist()], dtype=bool)
         if not is_pair.any():
@@ -387,6 +397,13 @@ class SVMHead(Head):
             return HeadRelevance(rel, weights @ t["intercept"])
         if not model.kernel.is_differentiable:
             raise TypeError(f"kernel {model.kernel!r} is neither sum-decomposable nor differentiable")
+        if isinstance(self.step, (SVR, NuSVR)):
+            raise TypeError(
+                f"{type(self.step).__name__} with kernel {model.kernel!r}: the Taylor decomposition (Eq. (2.76)) "
+                "expands at a root point on a classifier's decision boundary, which a regressor does not have. "
+                "Use a sum-decomposable kernel (linear, sklrp.kernels.intersection_kernel, additive_chi2_kernel) "
+                "for exact relevance."
+            )
         return self._taylor(x, weights, scores, config)
 
     def bias_weights(self, x, weights, config):

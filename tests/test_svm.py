@@ -521,3 +521,28 @@ def test_taylor_matches_thesis_formulas_loop(positive_data, name):
                 k = np.exp(-gamma * ((sv[i] - r) ** 2 / (sv[i] + r)).sum())
                 expected += a[i] * k * gamma * (4 * sv[i] ** 2 / (sv[i] + r) ** 2 - 1)
         np.testing.assert_allclose(E.relevance[n], (x - r) * expected, rtol=1e-9, atol=1e-12)
+
+
+def test_svr_exact_and_taylor_refused(data):
+    from sklearn.svm import SVR
+
+    X, y2, _ = data
+    target = X @ [1.0, -2.0, 0.5, 0.0, 1.0]
+    lrp = sklrp.LRPTransformer(SVR(kernel=K.intersection_kernel, C=10.0)).fit(X, target)
+    svr = lrp.estimator_
+    E = lrp.explain(X[:5])
+    np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, svr.predict(X[:5]), atol=1e-10)
+    np.testing.assert_allclose(E.relevance[0], _loop_relevance(min, X[svr.support_], svr.dual_coef_[0], X[0]),
+                               atol=1e-12)
+    with pytest.raises(TypeError, match="SVR with kernel RBFKernel.*root point.*regressor"):
+        sklrp.LRPTransformer(SVR(kernel="rbf")).fit(X, target).explain(X[:2])
+
+
+def test_svc_subclass_is_explained(data):
+    class MySVC(SVC):
+        pass
+
+    X, y2, _ = data
+    E = sklrp.LRPTransformer(MySVC(kernel="linear")).fit(X, y2).explain(X[:3], target=1)
+    np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance,
+                               SVC(kernel="linear").fit(X, y2).decision_function(X[:3]), atol=1e-10)
