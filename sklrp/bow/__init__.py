@@ -31,6 +31,7 @@ __all__ = [
     "has_vlfeat",
 ]
 
+from ._replacement import DescriptorReplacement  # noqa: E402
 from .text import TextExplanation, TfidfTransformerPropagator, explain_text, tokenize_with_positions  # noqa: E402
 
-__all__ += ["explain_text", "TextExplanation", "TfidfTransformerPropagator", "tokenize_with_positions"]
+__all__ += ["DescriptorReplacement", "explain_text", "TextExplanation", "TfidfTransformerPropagator", "tokenize_with_positions"]
