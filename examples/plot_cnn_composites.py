@@ -1,7 +1,7 @@
 """
-=======================================================
+========================================================
 A CNN in skorch: rule composites and decomposition depth
-=======================================================
+========================================================
 
 For deep networks the choice of rule per layer matters (Section 5.4): the
 epsilon rule everywhere gives noisy maps, alpha-beta (alpha=2, beta=-1) on

@@ -1,7 +1,7 @@
 """
-=================================================
+==================================================
 Explaining a Fisher-vector pipeline down to pixels
-=================================================
+==================================================
 
 Fisher vectors (Section 4.2) encode local descriptors by the gradient of a
 Gaussian mixture's log-likelihood (Eqs. (4.1)-(4.4)), followed by power and l2
