@@ -40,3 +40,7 @@ __all__ += ["kernels"]
 from . import nn  # noqa: E402
 
 __all__ += ["nn"]
+
+from . import plotting  # noqa: E402
+
+__all__ += ["plotting"]
