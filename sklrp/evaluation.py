@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from scipy.ndimage import gaussian_filter
 from sklearn.base import is_regressor
+from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
@@ -62,8 +63,10 @@ def _check_array(a, name, *, min_ndim=2):
     except (TypeError, ValueError) as exc:
         raise ValueError(f"{name} must be a numeric array: {exc}") from None
     if a.ndim < min_ndim:
-        raise ValueError(f"{name} must have shape (n_samples, ...) with at least {min_ndim} dimensions, "
-                         f"got shape {a.shape}")
+        raise ValueError(
+            f"{name} must have shape (n_samples, ...) with at least {min_ndim} dimensions, "
+            f"got shape {a.shape}"
+        )
     if a.shape[0] == 0:
         raise ValueError(f"{name} has no samples (shape {a.shape})")
     if not np.all(np.isfinite(a)):
@@ -72,9 +75,15 @@ def _check_array(a, name, *, min_ndim=2):
 
 
 def _region_size(region_size):
-    size = (region_size, region_size) if isinstance(region_size, numbers.Integral) else tuple(region_size)
+    size = (
+        (region_size, region_size)
+        if isinstance(region_size, numbers.Integral)
+        else tuple(region_size)
+    )
     if len(size) != 2 or not all(isinstance(s, numbers.Integral) and s >= 1 for s in size):
-        raise ValueError(f"region_size must be a positive integer or a pair of them, got {region_size!r}")
+        raise ValueError(
+            f"region_size must be a positive integer or a pair of them, got {region_size!r}"
+        )
     return int(size[0]), int(size[1])
 
 
@@ -121,8 +130,10 @@ class RegionGrid:
         n_features = int(np.prod(self.input_shape))
         layout = self.input_shape if image_shape is None else tuple(int(s) for s in image_shape)
         if int(np.prod(layout)) != n_features:
-            raise ValueError(f"image_shape={tuple(image_shape)} has {int(np.prod(layout))} elements but each "
-                             f"sample of X has {n_features} (shape {self.input_shape})")
+            raise ValueError(
+                f"image_shape={tuple(image_shape)} has {int(np.prod(layout))} elements but each "
+                f"sample of X has {n_features} (shape {self.input_shape})"
+            )
         mh, mw = _region_size(region_size)
         if len(layout) == 1:
             if (mh, mw) != (1, 1):
@@ -136,12 +147,16 @@ class RegionGrid:
         elif len(layout) == 3:
             caxis = -1 if channel_axis is None else channel_axis
             if not isinstance(caxis, numbers.Integral) or not -3 <= caxis <= 2:
-                raise ValueError(f"channel_axis must be an axis of the 3-D image layout {layout}, got {channel_axis!r}")
+                raise ValueError(
+                    f"channel_axis must be an axis of the 3-D image layout {layout}, got {channel_axis!r}"
+                )
             caxis = int(caxis) % 3
             spatial = tuple(s for i, s in enumerate(layout) if i != caxis)
         else:
-            raise ValueError(f"samples must be tabular (d,), images (H, W) or (H, W, C); got sample shape {layout}"
-                             + ("" if image_shape is None else " (image_shape)"))
+            raise ValueError(
+                f"samples must be tabular (d,), images (H, W) or (H, W, C); got sample shape {layout}"
+                + ("" if image_shape is None else " (image_shape)")
+            )
         h, w = spatial
         if mh > h or mw > w:
             raise ValueError(f"region_size={(mh, mw)} is larger than the image ({h} x {w})")
@@ -189,7 +204,9 @@ class RegionGrid:
                 f"{self.n_features} (sample shape {self.input_shape}) and {self.pixel_map.size} pixels"
             )
         idx = (np.arange(n)[:, None] * self.n_regions + rmap[None, :]).ravel()
-        return np.bincount(idx, weights=flat.ravel(), minlength=n * self.n_regions).reshape(n, self.n_regions)
+        return np.bincount(idx, weights=flat.ravel(), minlength=n * self.n_regions).reshape(
+            n, self.n_regions
+        )
 
     def indices(self, regions):
         """Flat element indices ``(b, max_region_size)`` of one region per row (padded by repetition)."""
@@ -372,10 +389,14 @@ class BlurPerturbation(_Replacement):
     def bind(self, X, grid, value_range):
         super().bind(X, grid, value_range)
         if len(grid.layout) == 1:
-            raise ValueError("perturbation='blur' needs image input; pass image_shape=(H, W) for flattened images")
+            raise ValueError(
+                "perturbation='blur' needs image input; pass image_shape=(H, W) for flattened images"
+            )
         sigma = max(1.0, max(grid.region_size) / 2) if self.sigma is None else self.sigma
         if not isinstance(sigma, numbers.Real) or not sigma > 0:
-            raise ValueError(f"BlurPerturbation: sigma must be a positive number, got {self.sigma!r}")
+            raise ValueError(
+                f"BlurPerturbation: sigma must be a positive number, got {self.sigma!r}"
+            )
         sig = [0.0] + [float(sigma)] * len(grid.layout)
         if grid.channel_axis is not None:
             sig[1 + grid.channel_axis] = 0.0
@@ -407,15 +428,23 @@ class FunctionPerturbation(Perturbation):
 
     def step(self, state, rows, regions, rng):
         shape = (len(rows),) + self.grid.input_shape
-        out = np.asarray(self.func(state.reshape(shape), self.grid.mask(regions).reshape(shape), rng),
-                         dtype=np.float64)
+        out = np.asarray(
+            self.func(state.reshape(shape), self.grid.mask(regions).reshape(shape), rng),
+            dtype=np.float64,
+        )
         if out.shape != shape:
-            raise ValueError(f"the perturbation function returned shape {out.shape}, expected {shape}")
+            raise ValueError(
+                f"the perturbation function returned shape {out.shape}, expected {shape}"
+            )
         return out.reshape(len(rows), -1)
 
 
-_PERTURBATIONS = {"uniform": UniformPerturbation, "flip": FlipPerturbation, "mean": MeanPerturbation,
-                  "blur": BlurPerturbation}
+_PERTURBATIONS = {
+    "uniform": UniformPerturbation,
+    "flip": FlipPerturbation,
+    "mean": MeanPerturbation,
+    "blur": BlurPerturbation,
+}
 
 
 def _make_perturbation(perturbation):
@@ -423,12 +452,16 @@ def _make_perturbation(perturbation):
         return perturbation
     if isinstance(perturbation, str):
         if perturbation not in _PERTURBATIONS:
-            raise ValueError(f"perturbation must be one of {tuple(_PERTURBATIONS)}, a Perturbation or a callable "
-                             f"g(x, mask, rng), got {perturbation!r}")
+            raise ValueError(
+                f"perturbation must be one of {tuple(_PERTURBATIONS)}, a Perturbation or a callable "
+                f"g(x, mask, rng), got {perturbation!r}"
+            )
         return _PERTURBATIONS[perturbation]()
     if callable(perturbation):
         return FunctionPerturbation(perturbation)
-    raise TypeError(f"perturbation must be a name, a Perturbation or a callable, got {type(perturbation).__name__}")
+    raise TypeError(
+        f"perturbation must be a name, a Perturbation or a callable, got {type(perturbation).__name__}"
+    )
 
 
 # -- the explained score f ----------------------------------------------------------------
@@ -436,12 +469,21 @@ def _is_lrp(model):
     return hasattr(model, "explain") and hasattr(model, "_config") and hasattr(model, "estimator")
 
 
-_OUTPUT_NONLINEARITIES = (torch.nn.Softmax, torch.nn.LogSoftmax, torch.nn.Softmax2d, torch.nn.Sigmoid)
+_OUTPUT_NONLINEARITIES = (
+    torch.nn.Softmax,
+    torch.nn.LogSoftmax,
+    torch.nn.Softmax2d,
+    torch.nn.Sigmoid,
+)
 
 
 def _logit_module(module):
     """Drop a terminal softmax/sigmoid of a ``Sequential``: the logits are the score (Section 2.3.1)."""
-    if isinstance(module, torch.nn.Sequential) and len(module) > 1 and isinstance(module[-1], _OUTPUT_NONLINEARITIES):
+    if (
+        isinstance(module, torch.nn.Sequential)
+        and len(module) > 1
+        and isinstance(module[-1], _OUTPUT_NONLINEARITIES)
+    ):
         return module[:-1]
     return module
 
@@ -512,8 +554,10 @@ class _Scorer:
             )
         if callable(model):
             return "callable"
-        raise TypeError(f"model_or_fn must be an LRPTransformer, a fitted estimator with a score function, a torch "
-                        f"module or a callable X -> scores; got {type(model).__name__}")
+        raise TypeError(
+            f"model_or_fn must be an LRPTransformer, a fitted estimator with a score function, a torch "
+            f"module or a callable X -> scores; got {type(model).__name__}"
+        )
 
     def torch_input(self, X):
         param = next(self.module.parameters(), None)
@@ -551,7 +595,7 @@ class _Scorer:
         if self.kind in ("decision_function", "predict_proba", "skorch"):
             try:
                 classes = getattr(self.model, "classes_", None)
-            except Exception:  # skorch raises when the classes were never inferred
+            except (AttributeError, NotFittedError):  # skorch: classes never inferred
                 classes = None
         if classes is None and n_columns > 1 and self.kind in ("torch", "skorch", "callable"):
             classes = np.arange(n_columns)  # plain modules/callables: column k scores class k
@@ -565,14 +609,18 @@ class _Scorer:
         from .explain import LRPTransformer
 
         bs = self.batch_size
-        cols = np.concatenate([self.columns(inputs(np.arange(i, min(i + bs, n)))) for i in range(0, n, bs)])
+        cols = np.concatenate(
+            [self.columns(inputs(np.arange(i, min(i + bs, n)))) for i in range(0, n, bs)]
+        )
         if self.kind == "callable" and cols.shape[1] == 1:  # a single score: nothing to select
             return np.ones((n, 1)), np.zeros(n, dtype=int), cols[:, 0]
         head = self._head(cols.shape[1])
         labels = LRPTransformer._target_array(target, y, n)
         if labels is None:
             labels = head.predicted(cols)
-        weights = np.asarray(head.target_weights(np.asarray(labels), cols.shape[1]), dtype=np.float64)
+        weights = np.asarray(
+            head.target_weights(np.asarray(labels), cols.shape[1]), dtype=np.float64
+        )
         return weights, np.asarray(labels), (weights * cols).sum(axis=1)
 
     def __call__(self, X, weights):
@@ -594,7 +642,9 @@ def _orders(scores, order, rng):
     return np.argsort(keys, axis=1, kind="stable")
 
 
-def _check_common(X, relevance, n_steps, order, n_repeats, value_range, batch_size, perturbation, grid_args):
+def _check_common(
+    X, relevance, n_steps, order, n_repeats, value_range, batch_size, perturbation, grid_args
+):
     X = _check_array(X, "X")
     relevance = _check_array(relevance, "relevance")
     if relevance.shape[0] != X.shape[0]:
@@ -609,27 +659,53 @@ def _check_common(X, relevance, n_steps, order, n_repeats, value_range, batch_si
         value_range = (float(X.min()), float(X.max()))
     else:
         value_range = tuple(float(v) for v in value_range)
-        if len(value_range) != 2 or not all(np.isfinite(value_range)) or value_range[0] > value_range[1]:
-            raise ValueError(f"value_range must be a finite pair (low, high) with low <= high, got {value_range!r}")
+        if (
+            len(value_range) != 2
+            or not all(np.isfinite(value_range))
+            or value_range[0] > value_range[1]
+        ):
+            raise ValueError(
+                f"value_range must be a finite pair (low, high) with low <= high, got {value_range!r}"
+            )
     grid = RegionGrid(X.shape[1:], **grid_args)
     g = _make_perturbation(perturbation).bind(X.reshape(len(X), -1), grid, value_range)
     scores = np.asarray(g.region_scores(relevance), dtype=np.float64)
     if scores.ndim != 2 or scores.shape[0] != X.shape[0]:
-        raise ValueError(f"region scores must have shape (n_samples, n_regions), got {scores.shape}")
+        raise ValueError(
+            f"region scores must have shape (n_samples, n_regions), got {scores.shape}"
+        )
     available = int((~np.isnan(scores)).sum(axis=1).min())
     if n_steps is None:
         n_steps = available
     if not isinstance(n_steps, numbers.Integral) or n_steps < 1:
         raise ValueError(f"n_steps must be a positive integer or None, got {n_steps!r}")
     if n_steps > available:
-        raise ValueError(f"n_steps={n_steps} exceeds the number of regions ({available}) of the inputs "
-                         f"(region_size={grid.region_size}, image {grid.spatial_shape})")
+        raise ValueError(
+            f"n_steps={n_steps} exceeds the number of regions ({available}) of the inputs "
+            f"(region_size={grid.region_size}, image {grid.spatial_shape})"
+        )
     return X, g, scores, int(n_steps)
 
 
-def perturbation_curve(model_or_fn, X, relevance, *, target="predicted", y=None, region_size=1, n_steps=None,
-                       order="morf", perturbation="uniform", n_repeats=1, value_range=None, image_shape=None,
-                       channel_axis=None, random_state=None, batch_size=4096, verbose=False):
+def perturbation_curve(
+    model_or_fn,
+    X,
+    relevance,
+    *,
+    target="predicted",
+    y=None,
+    region_size=1,
+    n_steps=None,
+    order="morf",
+    perturbation="uniform",
+    n_repeats=1,
+    value_range=None,
+    image_shape=None,
+    channel_axis=None,
+    random_state=None,
+    batch_size=1024,
+    verbose=False,
+):
     """Explained score along a region-perturbation sequence, Eq. (3.6).
 
     The regions of each sample (non-overlapping ``m x m`` tiles of an image, single features of
@@ -681,7 +757,7 @@ def perturbation_curve(model_or_fn, X, relevance, *, target="predicted", y=None,
     random_state : int, RandomState or None, default=None
         Seeds the random orders and noise; results are reproducible for equal
         ``random_state`` and ``batch_size``.
-    batch_size : int, default=4096
+    batch_size : int, default=1024
         Rows (perturbed inputs) per model call.
     verbose : bool, default=False
         Show a progress bar over batches of samples.
@@ -701,20 +777,25 @@ def perturbation_curve(model_or_fn, X, relevance, *, target="predicted", y=None,
     array([[ 10.,   2.,  -4.,  -8., -10.]])
     """
     grid_args = dict(region_size=region_size, image_shape=image_shape, channel_axis=channel_axis)
-    X, g, scores, n_steps = _check_common(X, relevance, n_steps, order, n_repeats, value_range, batch_size,
-                                          perturbation, grid_args)
+    X, g, scores, n_steps = _check_common(
+        X, relevance, n_steps, order, n_repeats, value_range, batch_size, perturbation, grid_args
+    )
     scorer = _Scorer(model_or_fn, batch_size)
     rng = check_random_state(random_state)
     weights, _, _ = scorer.target_weights(g.initial_input, len(X), target, y)
     if not g.random and order != "random":
         n_repeats = 1
-    return _run_curves(scorer, g, scores, weights, n_steps, order, n_repeats, rng, batch_size, verbose)
+    return _run_curves(
+        scorer, g, scores, weights, n_steps, order, n_repeats, rng, batch_size, verbose
+    )
 
 
 def _run_curves(scorer, g, scores, weights, n_steps, order, n_repeats, rng, batch_size, verbose):
     n = scores.shape[0]
     curves = np.empty((n, n_steps + 1))
-    per_batch = max(1, batch_size // (n_repeats * (n_steps + 1)))  # samples whose whole curves fit in one call
+    per_batch = max(
+        1, batch_size // (n_repeats * (n_steps + 1))
+    )  # samples whose whole curves fit in one call
     batches = [np.arange(i, min(i + per_batch, n)) for i in range(0, n, per_batch)]
     if verbose:
         from tqdm.auto import tqdm
@@ -734,11 +815,11 @@ def _run_curves(scorer, g, scores, weights, n_steps, order, n_repeats, rng, batc
             inp = g.model_input(state)
             if buf is None:
                 buf = np.empty((per_call * b,) + inp.shape[1:], dtype=np.float64)
-            buf[filled * b:(filled + 1) * b] = inp  # the state changes in place: keep a copy
+            buf[filled * b : (filled + 1) * b] = inp  # the state changes in place: keep a copy
             filled += 1
             if filled == per_call or k == n_steps:
                 w = w_rows if filled == 1 else np.tile(w_rows, (filled, 1))
-                values.append(scorer(buf[:filled * b], w).reshape(filled, b))
+                values.append(scorer(buf[: filled * b], w).reshape(filled, b))
                 filled = 0
         f = np.concatenate(values)  # (n_steps + 1, rows)
         curves[samples] = f.reshape(n_steps + 1, len(samples), n_repeats).mean(axis=2).T
@@ -752,10 +833,27 @@ def _aopc(curves, cumulative):
     return float(drops.mean())
 
 
-def aopc_score(model_or_fn, X, relevance, *, target="predicted", y=None, region_size=1, n_steps=None,
-               order="morf", perturbation="uniform", n_repeats=1, value_range=None, image_shape=None,
-               channel_axis=None, relative_to=None, cumulative=False, random_state=None, batch_size=4096,
-               verbose=False):
+def aopc_score(
+    model_or_fn,
+    X,
+    relevance,
+    *,
+    target="predicted",
+    y=None,
+    region_size=1,
+    n_steps=None,
+    order="morf",
+    perturbation="uniform",
+    n_repeats=1,
+    value_range=None,
+    image_shape=None,
+    channel_axis=None,
+    relative_to=None,
+    cumulative=False,
+    random_state=None,
+    batch_size=1024,
+    verbose=False,
+):
     """Area over the perturbation curve, Eq. (3.7).
 
     ``AOPC = 1/(L+1) < sum_{k=0..L} f(x^(0)) - f(x^(k)) >`` averaged over samples. For
@@ -787,16 +885,21 @@ value_range, image_shape, channel_axis, random_state, batch_size, verbose
     if relative_to not in (None, "random"):
         raise ValueError(f"relative_to must be None or 'random', got {relative_to!r}")
     grid_args = dict(region_size=region_size, image_shape=image_shape, channel_axis=channel_axis)
-    X, g, scores, n_steps = _check_common(X, relevance, n_steps, order, n_repeats, value_range, batch_size,
-                                          perturbation, grid_args)
+    X, g, scores, n_steps = _check_common(
+        X, relevance, n_steps, order, n_repeats, value_range, batch_size, perturbation, grid_args
+    )
     scorer = _Scorer(model_or_fn, batch_size)
     rng = check_random_state(random_state)
     weights, _, _ = scorer.target_weights(g.initial_input, len(X), target, y)
     reps = 1 if (not g.random and order != "random") else n_repeats
-    result = _aopc(_run_curves(scorer, g, scores, weights, n_steps, order, reps, rng, batch_size, verbose),
-                   cumulative)
+    result = _aopc(
+        _run_curves(scorer, g, scores, weights, n_steps, order, reps, rng, batch_size, verbose),
+        cumulative,
+    )
     if relative_to == "random":
-        base = _run_curves(scorer, g, scores, weights, n_steps, "random", n_repeats, rng, batch_size, verbose)
+        base = _run_curves(
+            scorer, g, scores, weights, n_steps, "random", n_repeats, rng, batch_size, verbose
+        )
         result = result - _aopc(base, cumulative)
     return result
 
@@ -809,8 +912,10 @@ class _AOPCScorer:
 
     def __call__(self, estimator, X, y=None):
         if not _is_lrp(estimator):
-            raise TypeError(f"the AOPC scorer evaluates an sklrp.LRPTransformer (it needs explain()), got "
-                            f"{type(estimator).__name__}")
+            raise TypeError(
+                f"the AOPC scorer evaluates an sklrp.LRPTransformer (it needs explain()), got "
+                f"{type(estimator).__name__}"
+            )
         uses_y = isinstance(self.target, str) and self.target == "true"
         E = estimator.explain(X, target=self.target, y=y if uses_y else None)
         return aopc_score(estimator, X, E.relevance, target=E.target, **self.kwargs)
@@ -820,9 +925,21 @@ class _AOPCScorer:
         return f"make_aopc_scorer(target={self.target!r}, {args})"
 
 
-def make_aopc_scorer(*, target="predicted", region_size=1, n_steps=None, order="morf", perturbation="uniform",
-                     n_repeats=1, value_range=None, image_shape=None, channel_axis=None, relative_to=None,
-                     random_state=0, batch_size=4096):
+def make_aopc_scorer(
+    *,
+    target="predicted",
+    region_size=1,
+    n_steps=None,
+    order="morf",
+    perturbation="uniform",
+    n_repeats=1,
+    value_range=None,
+    image_shape=None,
+    channel_axis=None,
+    relative_to=None,
+    random_state=0,
+    batch_size=1024,
+):
     """AOPC (Eq. (3.7)) as a scikit-learn scorer for :class:`~sklrp.LRPTransformer`.
 
     The scorer computes the heatmaps of the validation samples with the (fitted) transformer it
@@ -863,10 +980,19 @@ relative_to, batch_size
     >>> search.best_params_["epsilon"] in (0.01, 1.0)
     True
     """
-    kwargs = dict(region_size=region_size, n_steps=n_steps, order=order, perturbation=perturbation,
-                  n_repeats=n_repeats, value_range=value_range, image_shape=image_shape,
-                  channel_axis=channel_axis, relative_to=relative_to, random_state=random_state,
-                  batch_size=batch_size)
+    kwargs = dict(
+        region_size=region_size,
+        n_steps=n_steps,
+        order=order,
+        perturbation=perturbation,
+        n_repeats=n_repeats,
+        value_range=value_range,
+        image_shape=image_shape,
+        channel_axis=channel_axis,
+        relative_to=relative_to,
+        random_state=random_state,
+        batch_size=batch_size,
+    )
     if relative_to not in (None, "random"):
         raise ValueError(f"relative_to must be None or 'random', got {relative_to!r}")
     if order not in _ORDERS:
@@ -898,7 +1024,9 @@ def _autograd(scorer, X, weights, batch_size):
             x = scorer.torch_input(X[sl]).requires_grad_(True)
             with torch.enable_grad(), _EvalMode(scorer.module):
                 cols = scorer.module(x).reshape(len(x), -1)
-                out = (cols * torch.as_tensor(weights[sl], dtype=cols.dtype, device=cols.device)).sum()
+                out = (
+                    cols * torch.as_tensor(weights[sl], dtype=cols.dtype, device=cols.device)
+                ).sum()
         if not out.requires_grad:
             return None
         (g,) = torch.autograd.grad(out, x, allow_unused=True)
@@ -917,17 +1045,30 @@ def _numerical_gradient(scorer, X, weights, delta, batch_size):
     eye = np.eye(d) * delta
     per_call = max(1, batch_size // (2 * d))
     for i in range(0, n, per_call):
-        xs = flat[i:i + per_call]
+        xs = flat[i : i + per_call]
         b = len(xs)
-        rows = np.concatenate([xs[:, None, :] + eye[None], xs[:, None, :] - eye[None]], axis=1).reshape(-1, d)
-        w = np.repeat(weights[i:i + b], 2 * d, axis=0)
+        rows = np.concatenate(
+            [xs[:, None, :] + eye[None], xs[:, None, :] - eye[None]], axis=1
+        ).reshape(-1, d)
+        w = np.repeat(weights[i : i + b], 2 * d, axis=0)
         f = scorer(rows.reshape((-1,) + X.shape[1:]), w).reshape(b, 2, d)
-        grads[i:i + b] = (f[:, 0] - f[:, 1]) / (2 * delta)
+        grads[i : i + b] = (f[:, 0] - f[:, 1]) / (2 * delta)
     return grads.reshape(X.shape)
 
 
-def sensitivity_heatmap(model_or_fn, X, *, target="predicted", y=None, norm=2, image_shape=None,
-                        channel_axis=None, method="auto", delta=None, batch_size=4096):
+def sensitivity_heatmap(
+    model_or_fn,
+    X,
+    *,
+    target="predicted",
+    y=None,
+    norm=2,
+    image_shape=None,
+    channel_axis=None,
+    method="auto",
+    delta=None,
+    batch_size=1024,
+):
     """Sensitivity analysis heatmaps ``h_p = || (d f / d x_{p,c})_c ||_q``, Eq. (3.1).
 
     The baseline heatmap of Chapter 3 (Simonyan et al.). Gradients of the explained score come
@@ -973,7 +1114,9 @@ def sensitivity_heatmap(model_or_fn, X, *, target="predicted", y=None, norm=2, i
         grads = _autograd(scorer, X, weights, batch_size)
     if grads is None:
         if method == "autograd":
-            raise ValueError(f"method='autograd' needs a model differentiable in torch; {scorer.kind!r} is not")
+            raise ValueError(
+                f"method='autograd' needs a model differentiable in torch; {scorer.kind!r} is not"
+            )
         if delta is None:
             span = float(X.max() - X.min())
             delta = 1e-4 * (span if span > 0 else 1.0)
@@ -989,15 +1132,19 @@ def sensitivity_heatmap(model_or_fn, X, *, target="predicted", y=None, norm=2, i
 def _box_mask(boxes, n, shape):
     h, w = shape
     if len(boxes) != n:
-        raise ValueError(f"boxes must give one box (or list of boxes) per image: got {len(boxes)} for {n} images")
+        raise ValueError(
+            f"boxes must give one box (or list of boxes) per image: got {len(boxes)} for {n} images"
+        )
     masks = np.zeros((n, h, w), dtype=bool)
     for i, b in enumerate(boxes):
         b = np.asarray(b, dtype=float).reshape(-1, 4) if np.size(b) else np.empty((0, 4))
         for x0, y0, x1, y1 in b:
             if not (x0 < x1 and y0 < y1):
-                raise ValueError(f"box {(x0, y0, x1, y1)} of image {i} is empty: need x_min < x_max and y_min < y_max")
-            r0, r1 = max(0, int(math.floor(y0))), min(h, int(math.ceil(y1)))
-            c0, c1 = max(0, int(math.floor(x0))), min(w, int(math.ceil(x1)))
+                raise ValueError(
+                    f"box {(x0, y0, x1, y1)} of image {i} is empty: need x_min < x_max and y_min < y_max"
+                )
+            r0, r1 = max(0, math.floor(y0)), min(h, math.ceil(y1))
+            c0, c1 = max(0, math.floor(x0)), min(w, math.ceil(x1))
             masks[i, r0:r1, c0:c1] = True
     return masks
 
@@ -1038,7 +1185,9 @@ def context_ratio(relevance, mask=None, *, boxes=None, channel_axis=None):
     if R.ndim == 4:
         R = R.sum(axis=-1 if channel_axis is None else channel_axis)
     elif R.ndim != 3:
-        raise ValueError(f"relevance must have shape (n, H, W) or (n, H, W, C), got {relevance.shape}")
+        raise ValueError(
+            f"relevance must have shape (n, H, W) or (n, H, W, C), got {relevance.shape}"
+        )
     n, h, w = R.shape
     if (mask is None) == (boxes is None):
         raise ValueError("give exactly one of mask and boxes")
@@ -1051,15 +1200,19 @@ def context_ratio(relevance, mask=None, *, boxes=None, channel_axis=None):
         if m.shape == (h, w):
             m = np.broadcast_to(m, (n, h, w))
         elif m.shape != (n, h, w):
-            raise ValueError(f"mask must have shape (H, W) = {(h, w)} or (n, H, W) = {(n, h, w)}, got {m.shape}")
+            raise ValueError(
+                f"mask must have shape (H, W) = {(h, w)} or (n, H, W) = {(n, h, w)}, got {m.shape}"
+            )
     else:
         m = _box_mask(boxes, n, (h, w))
     n_in = m.sum(axis=(1, 2))
     n_out = h * w - n_in
     if np.any(n_in == 0) or np.any(n_out == 0):
         bad = int(np.flatnonzero((n_in == 0) | (n_out == 0))[0])
-        raise ValueError(f"image {bad}: the object covers {int(n_in[bad])} of {h * w} pixels; Eq. (4.11) needs "
-                         "pixels both inside and outside")
+        raise ValueError(
+            f"image {bad}: the object covers {int(n_in[bad])} of {h * w} pixels; Eq. (4.11) needs "
+            "pixels both inside and outside"
+        )
     inside = np.where(m, R, 0.0).sum(axis=(1, 2)) / n_in
     outside = np.where(m, 0.0, R).sum(axis=(1, 2)) / n_out
     with np.errstate(divide="ignore", invalid="ignore"):

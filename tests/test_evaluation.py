@@ -50,17 +50,28 @@ def test_closed_form_linear_flip():
     assert sklrp.aopc_score(linear(W4), X, X * W4, **kw) == pytest.approx(60 / 5)
     assert sklrp.aopc_score(linear(W4), X, X * W4, order="lerf", **kw) == pytest.approx(40 / 5)
     # random order: E[f0 - fk] = 2 k mean(R) = 5 k, so E[AOPC] = (0 + 5 + 10 + 15 + 20) / 5 = 10
-    rnd = sklrp.aopc_score(linear(W4), X, X * W4, order="random", n_repeats=4000, random_state=0, **kw)
+    rnd = sklrp.aopc_score(
+        linear(W4), X, X * W4, order="random", n_repeats=4000, random_state=0, **kw
+    )
     assert rnd == pytest.approx(10.0, abs=0.15)
-    rel = sklrp.aopc_score(linear(W4), X, X * W4, relative_to="random", n_repeats=4000, random_state=0, **kw)
+    rel = sklrp.aopc_score(
+        linear(W4), X, X * W4, relative_to="random", n_repeats=4000, random_state=0, **kw
+    )
     assert rel == pytest.approx(2.0, abs=0.15)
 
 
 def test_single_score_callable_ignores_target():
     X = np.ones((2, 4))
     a = sklrp.perturbation_curve(linear(W4), X, X * W4, perturbation="flip", value_range=(-1, 1))
-    b = sklrp.perturbation_curve(linear(W4), X, X * W4, perturbation="flip", value_range=(-1, 1), target="true",
-                                 y=np.array([3, 7]))
+    b = sklrp.perturbation_curve(
+        linear(W4),
+        X,
+        X * W4,
+        perturbation="flip",
+        value_range=(-1, 1),
+        target="true",
+        y=np.array([3, 7]),
+    )
     np.testing.assert_array_equal(a, b)
 
 
@@ -75,7 +86,9 @@ def test_closed_form_cumulative_and_n_steps():
 def test_closed_form_image_mean_with_partial_regions():
     # 3x3 image, 2x2 regions: regions {0,1,3,4}, {2,5}, {6,7}, {8}; f = sum of pixels, mean image = 0
     X = np.stack([np.arange(9.0).reshape(3, 3), -np.arange(9.0).reshape(3, 3)])
-    curves = sklrp.perturbation_curve(lambda Z: Z.sum(axis=(1, 2)), X, X, region_size=2, perturbation="mean")
+    curves = sklrp.perturbation_curve(
+        lambda Z: Z.sum(axis=(1, 2)), X, X, region_size=2, perturbation="mean"
+    )
     # sample 0: region sums 8, 7, 13, 8 -> MoRF order r2 (13), r0 (8), r3 (8, later index), r1 (7)
     np.testing.assert_allclose(curves[0], [36, 23, 15, 7, 0])
     # sample 1 (target fixed to the sum itself): sums -8, -7, -13, -8 -> r1, r0, r3, r2
@@ -113,8 +126,9 @@ def test_colour_image_matches_loop_reference(perturbation, order):
     def f(Z):
         return np.tanh(Z.reshape(len(Z), -1) @ W1).sum(axis=1)
 
-    curves = sklrp.perturbation_curve(f, X, R, region_size=2, order=order, perturbation=perturbation,
-                                      value_range=(0, 1))
+    curves = sklrp.perturbation_curve(
+        f, X, R, region_size=2, order=order, perturbation=perturbation, value_range=(0, 1)
+    )
     assert curves.shape == (3, 3 * 4 + 1)
     for n in range(3):
         if perturbation == "flip":
@@ -123,15 +137,32 @@ def test_colour_image_matches_loop_reference(perturbation, order):
             rep = X.mean(axis=0)
         else:
             rep = gaussian_filter(X[n], (1.0, 1.0, 0.0), mode="nearest")
-        np.testing.assert_allclose(curves[n], _reference_curve(f, X[n], R[n], 2, order, rep), rtol=1e-12)
+        np.testing.assert_allclose(
+            curves[n], _reference_curve(f, X[n], R[n], 2, order, rep), rtol=1e-12
+        )
     # the same images channels-first, flattened, or with channel-summed relevance give the same curves
     Xf = np.moveaxis(X, -1, 1)
-    same = sklrp.perturbation_curve(lambda Z: f(np.moveaxis(Z, 1, -1)), Xf, np.moveaxis(R, -1, 1), region_size=2,
-                                    order=order, perturbation=perturbation, value_range=(0, 1), channel_axis=0)
+    same = sklrp.perturbation_curve(
+        lambda Z: f(np.moveaxis(Z, 1, -1)),
+        Xf,
+        np.moveaxis(R, -1, 1),
+        region_size=2,
+        order=order,
+        perturbation=perturbation,
+        value_range=(0, 1),
+        channel_axis=0,
+    )
     np.testing.assert_allclose(same, curves, rtol=1e-12)
-    flat = sklrp.perturbation_curve(f, X.reshape(3, -1), R.sum(axis=-1).reshape(3, -1), region_size=2,
-                                    image_shape=(5, 7, 3), order=order, perturbation=perturbation,
-                                    value_range=(0, 1))
+    flat = sklrp.perturbation_curve(
+        f,
+        X.reshape(3, -1),
+        R.sum(axis=-1).reshape(3, -1),
+        region_size=2,
+        image_shape=(5, 7, 3),
+        order=order,
+        perturbation=perturbation,
+        value_range=(0, 1),
+    )
     np.testing.assert_allclose(flat, curves, rtol=1e-12)
 
 
@@ -157,7 +188,9 @@ def test_uniform_perturbation_replaces_exactly_k_regions_within_range():
         seen.append(Z.copy())
         return Z.sum(axis=(1, 2))
 
-    sklrp.perturbation_curve(f, X, rng.randn(2, 6, 6), region_size=3, value_range=(-5, -4), random_state=0)
+    sklrp.perturbation_curve(
+        f, X, rng.randn(2, 6, 6), region_size=3, value_range=(-5, -4), random_state=0
+    )
     steps = np.concatenate(seen[1:])  # first call: the unperturbed samples (target)
     assert steps.shape == (2 * 5, 6, 6)
     for row, Z in enumerate(steps):
@@ -171,7 +204,10 @@ def test_random_state_determinism():
     rng = np.random.RandomState(2)
     X, R = rng.rand(4, 8, 8), rng.randn(4, 8, 8)
     f = linear(rng.randn(64))
-    for kw in (dict(order="random", perturbation="flip"), dict(order="morf", perturbation="uniform")):
+    for kw in (
+        dict(order="random", perturbation="flip"),
+        dict(order="morf", perturbation="uniform"),
+    ):
         a = sklrp.perturbation_curve(f, X, R, region_size=2, n_repeats=3, random_state=7, **kw)
         b = sklrp.perturbation_curve(f, X, R, region_size=2, n_repeats=3, random_state=7, **kw)
         c = sklrp.perturbation_curve(f, X, R, region_size=2, n_repeats=3, random_state=8, **kw)
@@ -185,8 +221,14 @@ def test_morf_random_lerf_on_trained_model(digits, pca_model):
     _, _, Xte, _ = digits
     lrp = sklrp.LRPTransformer(FrozenEstimator(pca_model), rule="epsilon", epsilon=0.01).fit(Xte)
     R = lrp.transform(Xte)
-    kw = dict(region_size=2, image_shape=(8, 8), perturbation="uniform", value_range=(-1, 1), n_repeats=3,
-              random_state=0)
+    kw = dict(
+        region_size=2,
+        image_shape=(8, 8),
+        perturbation="uniform",
+        value_range=(-1, 1),
+        n_repeats=3,
+        random_state=0,
+    )
     morf = sklrp.aopc_score(lrp, Xte, R, order="morf", **kw)
     rnd = sklrp.aopc_score(lrp, Xte, R, order="random", **kw)
     lerf = sklrp.aopc_score(lrp, Xte, R, order="lerf", **kw)
@@ -246,19 +288,36 @@ def test_headline_cnn_skorch(digits):
 
     Xtr, ytr, Xte, _ = digits
     torch.manual_seed(0)
-    module = torch.nn.Sequential(torch.nn.Conv2d(1, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
-                                 torch.nn.Flatten(), torch.nn.Linear(8 * 16, 10), torch.nn.Softmax(dim=1))
-    net = NeuralNetClassifier(module, max_epochs=8, lr=0.1, batch_size=64, train_split=None, verbose=0,
-                              optimizer=torch.optim.SGD)
-    img = (lambda A: A.astype(np.float32).reshape(-1, 1, 8, 8))
+    module = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8 * 16, 10),
+        torch.nn.Softmax(dim=1),
+    )
+    net = NeuralNetClassifier(
+        module,
+        max_epochs=8,
+        lr=0.1,
+        batch_size=64,
+        train_split=None,
+        verbose=0,
+        optimizer=torch.optim.SGD,
+    )
+    img = lambda A: A.astype(np.float32).reshape(-1, 1, 8, 8)
     net.fit(img(Xtr[:600]), ytr[:600])
     Xi = img(Xte[:100])
     lrp = sklrp.LRPTransformer(FrozenEstimator(net), rule="epsilon").fit(Xi)
     E = lrp.explain(Xi)
     kw = dict(perturbation="flip", value_range=(-1, 1), n_steps=10, channel_axis=0)
     curves = sklrp.perturbation_curve(lrp, Xi, E.relevance, **kw)
-    np.testing.assert_allclose(curves[:, 0], E.output, rtol=1e-4, atol=1e-4)  # float32 net vs float64 LRP
-    np.testing.assert_allclose(sklrp.perturbation_curve(net, Xi, E.relevance, **kw), curves, rtol=1e-6)
+    np.testing.assert_allclose(
+        curves[:, 0], E.output, rtol=1e-4, atol=1e-4
+    )  # float32 net vs float64 LRP
+    np.testing.assert_allclose(
+        sklrp.perturbation_curve(net, Xi, E.relevance, **kw), curves, rtol=1e-6
+    )
     S = sklrp.sensitivity_heatmap(lrp, Xi, channel_axis=0)
     assert S.shape == (100, 8, 8)
     a_lrp = sklrp.aopc_score(lrp, Xi, E.relevance, **kw)
@@ -272,8 +331,11 @@ def test_plain_estimator_uses_target_decision_column(digits, pca_model):
     lrp = sklrp.LRPTransformer(FrozenEstimator(pca_model)).fit(Xte)
     R = lrp.transform(Xte[:20])
     kw = dict(perturbation="flip", n_steps=5, value_range=(-1, 1))
-    np.testing.assert_allclose(sklrp.perturbation_curve(pca_model, Xte[:20], R, **kw),
-                               sklrp.perturbation_curve(lrp, Xte[:20], R, **kw), rtol=1e-9)
+    np.testing.assert_allclose(
+        sklrp.perturbation_curve(pca_model, Xte[:20], R, **kw),
+        sklrp.perturbation_curve(lrp, Xte[:20], R, **kw),
+        rtol=1e-9,
+    )
     # a fixed target class and target="true"
     c3 = sklrp.perturbation_curve(pca_model, Xte[:20], R, target=3, **kw)
     np.testing.assert_allclose(c3[:, 0], pca_model.decision_function(Xte[:20])[:, 3])
@@ -288,26 +350,46 @@ def test_grid_search_over_epsilon_with_aopc_scorer(digits, pca_model):
     X = np.concatenate([Xtr[:100], Xte[:100]])
     y = np.concatenate([ytr[:100], yte[:100]])
     cv = [(np.arange(100), np.arange(100, 200))]
-    scorer = sklrp.make_aopc_scorer(region_size=2, image_shape=(8, 8), perturbation="flip", value_range=(-1, 1), n_steps=8)
+    scorer = sklrp.make_aopc_scorer(
+        region_size=2, image_shape=(8, 8), perturbation="flip", value_range=(-1, 1), n_steps=8
+    )
     grid = [1e-3, 1.0, 1e3]
-    search = GridSearchCV(sklrp.LRPTransformer(FrozenEstimator(pca_model)), {"epsilon": grid}, scoring=scorer,
-                          cv=cv).fit(X, y)
+    search = GridSearchCV(
+        sklrp.LRPTransformer(FrozenEstimator(pca_model)), {"epsilon": grid}, scoring=scorer, cv=cv
+    ).fit(X, y)
     scores = search.cv_results_["mean_test_score"]
     assert search.best_params_["epsilon"] in grid
-    assert np.all(np.isfinite(scores)) and np.ptp(scores) > 1e-3  # epsilon matters through the PCA layer
+    assert (
+        np.all(np.isfinite(scores)) and np.ptp(scores) > 1e-3
+    )  # epsilon matters through the PCA layer
     assert scores[grid.index(search.best_params_["epsilon"])] == scores.max()
     best = search.best_estimator_
-    manual = sklrp.aopc_score(best, X[100:], best.transform(X[100:]), region_size=2, image_shape=(8, 8),
-                              perturbation="flip",
-                              value_range=(-1, 1), n_steps=8, random_state=0)
+    manual = sklrp.aopc_score(
+        best,
+        X[100:],
+        best.transform(X[100:]),
+        region_size=2,
+        image_shape=(8, 8),
+        perturbation="flip",
+        value_range=(-1, 1),
+        n_steps=8,
+        random_state=0,
+    )
     assert scores.max() == pytest.approx(manual)
 
 
 def test_scorer_with_refitting_estimator(digits):
     Xtr, ytr, _, _ = digits
-    scorer = sklrp.make_aopc_scorer(perturbation="uniform", value_range=(-1, 1), n_steps=6, target="true")
-    scores = cross_val_score(sklrp.LRPTransformer(LogisticRegression(max_iter=300)), Xtr[:300], ytr[:300],
-                             scoring=scorer, cv=2)
+    scorer = sklrp.make_aopc_scorer(
+        perturbation="uniform", value_range=(-1, 1), n_steps=6, target="true"
+    )
+    scores = cross_val_score(
+        sklrp.LRPTransformer(LogisticRegression(max_iter=300)),
+        Xtr[:300],
+        ytr[:300],
+        scoring=scorer,
+        cv=2,
+    )
     assert scores.shape == (2,) and np.all(scores > 0)
     assert "make_aopc_scorer" in repr(scorer)
 
@@ -316,7 +398,9 @@ def test_scorer_with_refitting_estimator(digits):
 def test_sensitivity_linear_closed_form_and_autograd(digits, pca_model):
     _, _, Xte, _ = digits
     w = np.array([1.0, -2.0, 0.5])
-    np.testing.assert_allclose(sklrp.sensitivity_heatmap(linear(w), np.ones((2, 3))), np.abs([w, w]), rtol=1e-6)
+    np.testing.assert_allclose(
+        sklrp.sensitivity_heatmap(linear(w), np.ones((2, 3))), np.abs([w, w]), rtol=1e-6
+    )
     lrp = sklrp.LRPTransformer(FrozenEstimator(pca_model)).fit(Xte)
     auto = sklrp.sensitivity_heatmap(lrp, Xte[:5], method="autograd")
     num = sklrp.sensitivity_heatmap(pca_model, Xte[:5])
@@ -328,7 +412,9 @@ def test_sensitivity_falls_back_to_finite_differences(digits):
     from sklearn.preprocessing import FunctionTransformer
 
     Xtr, ytr, Xte, _ = digits
-    model = make_pipeline(FunctionTransformer(np.tanh), LogisticRegression(max_iter=300)).fit(Xtr[:300], ytr[:300])
+    model = make_pipeline(FunctionTransformer(np.tanh), LogisticRegression(max_iter=300)).fit(
+        Xtr[:300], ytr[:300]
+    )
     lrp = sklrp.LRPTransformer(FrozenEstimator(model)).fit(Xte[:5])
     S = sklrp.sensitivity_heatmap(lrp, Xte[:5])
     target = model.predict(Xte[:5])
@@ -343,8 +429,9 @@ def test_sensitivity_falls_back_to_finite_differences(digits):
 @pytest.mark.parametrize("norm", [2, np.inf])
 def test_sensitivity_torch_colour_channel_norm(norm):
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(),
-                              torch.nn.Linear(4 * 4 * 4, 3)).double()
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.Tanh(), torch.nn.Flatten(), torch.nn.Linear(4 * 4 * 4, 3)
+    ).double()
     X = np.random.RandomState(0).rand(3, 3, 6, 6)
     h = sklrp.sensitivity_heatmap(net, X, channel_axis=0, norm=norm)
     assert h.shape == (3, 6, 6)
@@ -352,7 +439,9 @@ def test_sensitivity_torch_colour_channel_norm(norm):
     out = net(x)
     out[torch.arange(3), out.argmax(1)].sum().backward()
     np.testing.assert_allclose(h, np.linalg.norm(x.grad.numpy(), ord=norm, axis=1), rtol=1e-10)
-    num = sklrp.sensitivity_heatmap(lambda Z: net(torch.tensor(Z)).detach().numpy(), X, channel_axis=0, norm=norm)
+    num = sklrp.sensitivity_heatmap(
+        lambda Z: net(torch.tensor(Z)).detach().numpy(), X, channel_axis=0, norm=norm
+    )
     np.testing.assert_allclose(num, h, rtol=1e-5, atol=1e-9)
 
 
@@ -387,25 +476,36 @@ class DescriptorReplacement(Perturbation):
         return self.desc[rows].sum(axis=1) / self.desc.shape[1]  # Eq. (C.1) with Psi = identity
 
     def step(self, state, rows, regions, rng):
-        return state - self.desc[rows, regions] / self.desc.shape[1]  # Eq. (C.2), substitute Psi(l) = 0
+        return (
+            state - self.desc[rows, regions] / self.desc.shape[1]
+        )  # Eq. (C.2), substitute Psi(l) = 0
 
     def model_input(self, state):
         return state
 
 
 def test_custom_perturbation_on_intermediate_representation():
-    desc = np.array([[[1.0, 1.0], [4.0, 0.0], [0.0, 2.0], [0.0, 0.0]]])  # 3 descriptors + 1 padding slot
+    desc = np.array(
+        [[[1.0, 1.0], [4.0, 0.0], [0.0, 2.0], [0.0, 0.0]]]
+    )  # 3 descriptors + 1 padding slot
     rel = np.array([[2.0, 4.0, 1.0, 0.0]])
-    curve = sklrp.perturbation_curve(lambda fv: fv.sum(axis=1), desc, rel, perturbation=DescriptorReplacement())
-    np.testing.assert_allclose(curve, [[8 / 4, 4 / 4, 2 / 4, 0.0]])  # n_steps = 3 present descriptors
+    curve = sklrp.perturbation_curve(
+        lambda fv: fv.sum(axis=1), desc, rel, perturbation=DescriptorReplacement()
+    )
+    np.testing.assert_allclose(
+        curve, [[8 / 4, 4 / 4, 2 / 4, 0.0]]
+    )  # n_steps = 3 present descriptors
     with pytest.raises(ValueError, match="n_steps=4 exceeds the number of regions \\(3\\)"):
-        sklrp.perturbation_curve(lambda fv: fv.sum(axis=1), desc, rel, perturbation=DescriptorReplacement(),
-                                 n_steps=4)
+        sklrp.perturbation_curve(
+            lambda fv: fv.sum(axis=1), desc, rel, perturbation=DescriptorReplacement(), n_steps=4
+        )
 
 
 def test_function_perturbation():
     X = np.ones((2, 4))
-    curve = sklrp.perturbation_curve(linear(W4), X, X * W4, perturbation=lambda x, mask, rng: np.where(mask, 0.0, x))
+    curve = sklrp.perturbation_curve(
+        linear(W4), X, X * W4, perturbation=lambda x, mask, rng: np.where(mask, 0.0, x)
+    )
     np.testing.assert_allclose(curve, [[10, 6, 3, 1, 0]] * 2)
 
 
@@ -416,20 +516,23 @@ def test_verbose_progress_bar(capsys):
 
 
 # -- bad input -----------------------------------------------------------------------------
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(relevance=np.ones((2, 8, 7))), "relevance has 56 values per sample"),
-    (dict(relevance=np.ones((3, 8, 8))), "relevance has 3 samples but X has 2"),
-    (dict(region_size=9), "region_size=\\(9, 9\\) is larger than the image \\(8 x 8\\)"),
-    (dict(region_size=3, n_steps=10), "n_steps=10 exceeds the number of regions \\(9\\)"),
-    (dict(n_steps=0), "n_steps must be a positive integer"),
-    (dict(order="best"), "order must be one of"),
-    (dict(perturbation="noise"), "perturbation must be one of"),
-    (dict(value_range=(1, 0)), "value_range must be a finite pair"),
-    (dict(n_repeats=0), "n_repeats must be a positive integer"),
-    (dict(X=np.full((2, 8, 8), np.nan)), "X contains NaN or infinity"),
-    (dict(relevance=np.full((2, 8, 8), np.inf)), "relevance contains NaN or infinity"),
-    (dict(image_shape=(4, 4)), "image_shape=\\(4, 4\\) has 16 elements"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(relevance=np.ones((2, 8, 7))), "relevance has 56 values per sample"),
+        (dict(relevance=np.ones((3, 8, 8))), "relevance has 3 samples but X has 2"),
+        (dict(region_size=9), "region_size=\\(9, 9\\) is larger than the image \\(8 x 8\\)"),
+        (dict(region_size=3, n_steps=10), "n_steps=10 exceeds the number of regions \\(9\\)"),
+        (dict(n_steps=0), "n_steps must be a positive integer"),
+        (dict(order="best"), "order must be one of"),
+        (dict(perturbation="noise"), "perturbation must be one of"),
+        (dict(value_range=(1, 0)), "value_range must be a finite pair"),
+        (dict(n_repeats=0), "n_repeats must be a positive integer"),
+        (dict(X=np.full((2, 8, 8), np.nan)), "X contains NaN or infinity"),
+        (dict(relevance=np.full((2, 8, 8), np.inf)), "relevance contains NaN or infinity"),
+        (dict(image_shape=(4, 4)), "image_shape=\\(4, 4\\) has 16 elements"),
+    ],
+)
 def test_bad_input(kwargs, match):
     args = dict(X=np.ones((2, 8, 8)), relevance=np.ones((2, 8, 8)))
     args.update(kwargs)
@@ -464,12 +567,16 @@ def test_context_ratio_closed_form():
     mask = np.zeros((4, 6), dtype=bool)
     mask[1:3, 2:5] = True
     np.testing.assert_allclose(sklrp.context_ratio(R, mask), [1 / 3, 1 / 3])
-    np.testing.assert_allclose(sklrp.context_ratio(R, boxes=[(2, 1, 5, 3), [(2, 1, 5, 3)]]), [1 / 3, 1 / 3])
+    np.testing.assert_allclose(
+        sklrp.context_ratio(R, boxes=[(2, 1, 5, 3), [(2, 1, 5, 3)]]), [1 / 3, 1 / 3]
+    )
     # the union of two boxes; colour relevance summed over channels
     Rc = np.repeat(R[..., None], 3, axis=-1) / 3
     mu = sklrp.context_ratio(Rc, boxes=[[(2, 1, 5, 3), (0, 0, 1, 1)], (2, 1, 5, 3)])
     np.testing.assert_allclose(mu, [(17 / 17) / (19 / 7), 1 / 3])
-    np.testing.assert_allclose(sklrp.context_ratio(np.moveaxis(Rc, -1, 1), mask, channel_axis=1), [1 / 3, 1 / 3])
+    np.testing.assert_allclose(
+        sklrp.context_ratio(np.moveaxis(Rc, -1, 1), mask, channel_axis=1), [1 / 3, 1 / 3]
+    )
 
 
 def test_context_ratio_bad_input():
