@@ -55,7 +55,7 @@ def main():
     rng = np.random.RandomState(0)
 
     # -- HIK: exact decomposition ------------------------------------------------------------
-    svc, X_train = svc_with_support_vectors(intersection_kernel, args.sv, args.d, rng, sv_fraction=0.66)
+    svc, X_train = svc_with_support_vectors(intersection_kernel, args.sv, args.d, rng, sv_fraction=0.58)
     X = rng.rand(args.n, args.d)
     lrp = sklrp.LRPTransformer(FrozenEstimator(svc)).fit(X_train)
     sv = X_train[svc.support_]

@@ -7,6 +7,7 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import make_pipeline
@@ -17,6 +18,9 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import sklrp
 from sklrp import kernels as K
 from sklrp.svm import Pair, RootPointWarning
+
+# float64 on the CPU: the exactness tests compare to 1e-10 ("auto" would pick float32 on a GPU)
+LRP = functools.partial(sklrp.LRPTransformer, device="cpu")
 
 EXACT = {
     "hik": K.intersection_kernel,
@@ -63,7 +67,7 @@ def _loop_relevance(term, sv, coef, x):
 @pytest.mark.parametrize("name", list(EXACT))
 def test_exact_binary_conservation_and_loop(data, name):
     X, y2, _ = data
-    lrp = sklrp.LRPTransformer(SVC(kernel=EXACT[name], C=3.0)).fit(X, y2)
+    lrp = LRP(SVC(kernel=EXACT[name], C=3.0)).fit(X, y2)
     svc = lrp.estimator_
     E = lrp.explain(X[:8], target=svc.classes_[1])
     f = svc.decision_function(X[:8])
@@ -83,7 +87,7 @@ def test_exact_binary_conservation_and_loop(data, name):
 @pytest.mark.parametrize("shape", ["ovo", "ovr"])
 def test_exact_multiclass_every_pair(data, name, shape):
     X, _, y3 = data
-    lrp = sklrp.LRPTransformer(SVC(kernel=EXACT[name], decision_function_shape=shape)).fit(X, y3)
+    lrp = LRP(SVC(kernel=EXACT[name], decision_function_shape=shape)).fit(X, y3)
     svc = lrp.estimator_
     ovo = SVC(kernel=EXACT[name], decision_function_shape="ovo").fit(X, y3).decision_function(X[:6])
     sv = _support_vectors(svc, X)
@@ -107,7 +111,7 @@ def test_exact_multiclass_every_pair(data, name, shape):
 @pytest.mark.parametrize("shape, break_ties", [("ovo", False), ("ovr", False), ("ovr", True)])
 def test_predicted_target_matches_predict(data, shape, break_ties):
     X, _, y3 = data
-    lrp = sklrp.LRPTransformer(SVC(kernel=K.intersection_kernel, decision_function_shape=shape,
+    lrp = LRP(SVC(kernel=K.intersection_kernel, decision_function_shape=shape,
                                    break_ties=break_ties)).fit(X, y3)
     E = lrp.explain(X)
     np.testing.assert_array_equal(E.target, lrp.estimator_.predict(X))
@@ -116,7 +120,7 @@ def test_predicted_target_matches_predict(data, shape, break_ties):
 def test_string_labels_and_nusvc(data):
     X, _, y3 = data
     labels = np.array(["cat", "dog", "eel"])[y3]
-    lrp = sklrp.LRPTransformer(NuSVC(kernel=K.intersection_kernel, nu=0.3)).fit(X, labels)
+    lrp = LRP(NuSVC(kernel=K.intersection_kernel, nu=0.3)).fit(X, labels)
     E = lrp.explain(X[:10])
     np.testing.assert_array_equal(E.target, lrp.estimator_.predict(X[:10]))
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, E.output, atol=1e-10)
@@ -131,7 +135,7 @@ def test_string_labels_and_nusvc(data):
 
 def test_binary_pair_target(data):
     X, y2, _ = data
-    lrp = sklrp.LRPTransformer(SVC(kernel=K.intersection_kernel)).fit(X, y2)
+    lrp = LRP(SVC(kernel=K.intersection_kernel)).fit(X, y2)
     f = lrp.estimator_.decision_function(X[:5])
     np.testing.assert_allclose(lrp.explain(X[:5], target=Pair(1, 0)).output, f, atol=1e-12)
     np.testing.assert_allclose(lrp.explain(X[:5], target=Pair(0, 1)).output, -f, atol=1e-12)
@@ -140,7 +144,7 @@ def test_binary_pair_target(data):
 def test_one_class_svm_hik_exact(data):
     # Eq. (A.9): R_d = sum_i alpha_i k_d(x_i(d), x(d)), R_b = -rho
     X, _, _ = data
-    lrp = sklrp.LRPTransformer(OneClassSVM(kernel=K.intersection_kernel, nu=0.2)).fit(X)
+    lrp = LRP(OneClassSVM(kernel=K.intersection_kernel, nu=0.2)).fit(X)
     oc = lrp.estimator_
     E = lrp.explain(X[:10])
     f = oc.decision_function(X[:10])
@@ -159,20 +163,20 @@ def test_bias_modes(data):
     X, y2, _ = data
     for kernel in ("linear", K.intersection_kernel):
         for bias in ("uniform",) + (("weighted",) if kernel == "linear" else ()):
-            lrp = sklrp.LRPTransformer(SVC(kernel=kernel), bias=bias).fit(X, y2)
+            lrp = LRP(SVC(kernel=kernel), bias=bias).fit(X, y2)
             E = lrp.explain(X[:5])
             np.testing.assert_allclose(E.bias_relevance, 0.0)
             np.testing.assert_allclose(E.relevance.sum(1), E.output, atol=1e-10)
     # Eq. (2.74) with the linear kernel: the bias is spread by w_d^2 / ||w||^2, w = sum_i alpha_i y_i x_i
-    keep = sklrp.LRPTransformer(SVC(kernel="linear")).fit(X, y2)
-    weighted = sklrp.LRPTransformer(SVC(kernel="linear"), bias="weighted").fit(X, y2)
+    keep = LRP(SVC(kernel="linear")).fit(X, y2)
+    weighted = LRP(SVC(kernel="linear"), bias="weighted").fit(X, y2)
     w = keep.estimator_.coef_[0]
     Ek, Ew = keep.explain(X[:3], target=1), weighted.explain(X[:3], target=1)
     np.testing.assert_allclose(Ew.relevance - Ek.relevance, Ek.bias_relevance[:, None] * w ** 2 / (w ** 2).sum(),
                                atol=1e-12)
     for kernel in (K.intersection_kernel, "rbf"):
         with pytest.raises(TypeError, match="bias='weighted' needs a linear projection"):
-            sklrp.LRPTransformer(SVC(kernel=kernel), bias="weighted").fit(X, y2).explain(X[:2])
+            LRP(SVC(kernel=kernel), bias="weighted").fit(X, y2).explain(X[:2])
 
 
 # -- Taylor decompositions ----------------------------------------------------------------------
@@ -206,7 +210,7 @@ def _fd_gradient(svc, x, h=1e-6):
 def test_taylor_root_points(positive_data, name):
     X, y = positive_data
     tol = 1e-7
-    lrp = sklrp.LRPTransformer(TAYLOR[name](), root_tol=tol, n_root_candidates=30).fit(X, y)
+    lrp = LRP(TAYLOR[name](), root_tol=tol, n_root_candidates=30).fit(X, y)
     svc = lrp.estimator_
     Xt = X[:12]
     E = lrp.explain(Xt)
@@ -236,7 +240,7 @@ def test_taylor_picks_closest_candidate_root(positive_data):
     # slow reference: scalar bisection on every candidate segment, closest root wins
     X, y = positive_data
     n_cand = 15
-    lrp = sklrp.LRPTransformer(TAYLOR["rbf"](), root_tol=1e-9, n_root_candidates=n_cand).fit(X, y)
+    lrp = LRP(TAYLOR["rbf"](), root_tol=1e-9, n_root_candidates=n_cand).fit(X, y)
     svc = lrp.estimator_
     for x in X[:4]:
         f0 = svc.decision_function(x[None])[0]
@@ -263,7 +267,7 @@ def test_taylor_near_linear_model_has_small_residual():
     rng = np.random.RandomState(0)
     X = rng.randn(150, 3)
     y = (X @ [1.0, -2.0, 0.5] > 0).astype(int)
-    lrp = sklrp.LRPTransformer(SVC(kernel="rbf", gamma=1e-3, C=100.0)).fit(X, y)
+    lrp = LRP(SVC(kernel="rbf", gamma=1e-3, C=100.0)).fit(X, y)
     E = lrp.explain(X[:20])
     assert E.extras["root_found"].all()
     assert np.all(np.abs(E.residual) <= 0.02 * np.abs(E.output) + 1e-6)
@@ -275,7 +279,7 @@ def test_taylor_near_linear_model_has_small_residual():
 def test_taylor_multiclass_and_pair(positive_data):
     X, _ = positive_data
     y3 = np.digitize(X[:, 0], [0.4, 0.7])
-    lrp = sklrp.LRPTransformer(SVC(kernel="rbf", gamma=3.0, C=10.0)).fit(X, y3)
+    lrp = LRP(SVC(kernel="rbf", gamma=3.0, C=10.0)).fit(X, y3)
     svc = lrp.estimator_
     E = lrp.explain(X[:6], target=Pair(0, 2))
     assert E.extras["root_found"].all()
@@ -293,7 +297,7 @@ def test_qualitative_horizontal_toy():
     rng = np.random.RandomState(0)
     X = np.column_stack([rng.uniform(-3, 3, 300), rng.uniform(-3, 3, 300)])
     y = (np.abs(X[:, 0]) < 1.0).astype(int)
-    lrp = sklrp.LRPTransformer(SVC(kernel="rbf", gamma=0.5, C=10.0)).fit(X, y)
+    lrp = LRP(SVC(kernel="rbf", gamma=0.5, C=10.0)).fit(X, y)
     x = np.array([[2.2, 0.4], [-2.0, -1.5], [2.5, 2.0]])
     E = lrp.explain(x)
     np.testing.assert_array_equal(E.target, [0, 0, 0])
@@ -304,7 +308,7 @@ def test_qualitative_horizontal_toy():
 
 def test_one_class_svm_rbf_taylor(positive_data):
     X, _ = positive_data
-    lrp = sklrp.LRPTransformer(OneClassSVM(gamma=2.0, nu=0.2)).fit(X)
+    lrp = LRP(OneClassSVM(gamma=2.0, nu=0.2)).fit(X)
     E = lrp.explain(X[:10])
     assert E.extras["root_found"].all()
     assert np.all(np.abs(lrp.estimator_.decision_function(E.root_point)) <= 1e-6)
@@ -314,7 +318,7 @@ def test_no_opposite_candidate_warns(positive_data):
     X, y = positive_data
     svc = SVC(kernel="rbf", gamma=2.0, C=10.0).fit(X, y)
     inside = X[svc.predict(X) == 1]
-    lrp = sklrp.LRPTransformer(FrozenEstimator(svc)).fit(inside)  # reference: one class only
+    lrp = LRP(FrozenEstimator(svc)).fit(inside)  # reference: one class only
     with pytest.warns(RootPointWarning, match=r"no root point found for 3 of 3 samples \(3 without any"):
         E = lrp.explain(inside[:3])
     assert not E.extras["root_found"].any()
@@ -325,10 +329,10 @@ def test_no_opposite_candidate_warns(positive_data):
 
 def test_batching_and_float32_agree(positive_data):
     X, y = positive_data
-    full = sklrp.LRPTransformer(TAYLOR["rbf"]()).fit(X, y).explain(X[:9])
-    small = sklrp.LRPTransformer(TAYLOR["rbf"](), batch_size=2).fit(X, y).explain(X[:9])
+    full = LRP(TAYLOR["rbf"]()).fit(X, y).explain(X[:9])
+    small = LRP(TAYLOR["rbf"](), batch_size=2).fit(X, y).explain(X[:9])
     np.testing.assert_allclose(small.relevance, full.relevance, atol=1e-10)
-    lrp32 = sklrp.LRPTransformer(SVC(kernel=K.intersection_kernel), dtype="float32").fit(X, y)
+    lrp32 = LRP(SVC(kernel=K.intersection_kernel), dtype="float32").fit(X, y)
     E = lrp32.explain(X[:5])
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, E.output, atol=1e-4)
 
@@ -337,7 +341,7 @@ def test_batching_and_float32_agree(positive_data):
 
 def test_pipeline_with_lrp_transformer_step(data):
     X, y2, _ = data
-    pipe = make_pipeline(StandardScaler(), sklrp.LRPTransformer(SVC(kernel=K.intersection_kernel)))
+    pipe = make_pipeline(StandardScaler(), LRP(SVC(kernel=K.intersection_kernel)))
     R = pipe.fit(X, y2).transform(X[:7])
     assert R.shape == (7, 5)
     svc = pipe[-1].estimator_
@@ -351,7 +355,7 @@ def test_frozen_pipeline_rbf_raw_input_space(positive_data):
     X, y = positive_data
     X_raw = X * [10.0, 1.0, 100.0, 0.5] + [5.0, 0.0, -50.0, 1.0]
     model = make_pipeline(MinMaxScaler(), SVC(kernel="rbf", C=10.0)).fit(X_raw, y)
-    lrp = sklrp.LRPTransformer(FrozenEstimator(model)).fit(X_raw)
+    lrp = LRP(FrozenEstimator(model)).fit(X_raw)
     E = lrp.explain(X_raw[:5])
     assert E.relevance.shape == (5, 4)
     assert E.extras["root_found"].all()
@@ -365,18 +369,18 @@ def test_frozen_callable_kernel_and_gamma_scale(data):
     # callable kernels keep no support vectors; the frozen model is fitted on other data than lrp.fit
     X, y2, _ = data
     svc = SVC(kernel=K.intersection_kernel).fit(X[:60], y2[:60])
-    lrp = sklrp.LRPTransformer(FrozenEstimator(svc)).fit(X[60:])
+    lrp = LRP(FrozenEstimator(svc)).fit(X[60:])
     E = lrp.explain(X[60:65])
     f = svc.decision_function(X[60:65]) * np.where(E.target == 1, 1, -1)
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, f, atol=1e-10)
     scaled = SVC(kernel="rbf", gamma="scale").fit(X[:60], y2[:60])
-    E = sklrp.LRPTransformer(FrozenEstimator(scaled)).fit(X[60:]).explain(X[60:63])
+    E = LRP(FrozenEstimator(scaled)).fit(X[60:]).explain(X[60:63])
     assert np.all(np.abs(scaled.decision_function(E.root_point)) <= 1e-6)
 
 
 def test_fitted_transformer_pickles(positive_data):
     X, y = positive_data
-    lrp = sklrp.LRPTransformer(SVC(kernel=K.Chi2Kernel(gamma=1.0))).fit(X, y)
+    lrp = LRP(SVC(kernel=K.Chi2Kernel(gamma=1.0))).fit(X, y)
     again = pickle.loads(pickle.dumps(lrp))
     np.testing.assert_allclose(again.transform(X[:3]), lrp.transform(X[:3]))
 
@@ -386,7 +390,7 @@ def test_fitted_transformer_pickles(positive_data):
 def test_precomputed_kernel_error(data):
     X, y2, _ = data
     with pytest.raises(ValueError, match="kernel='precomputed'.*sklrp.kernels.intersection_kernel"):
-        sklrp.LRPTransformer(SVC(kernel="precomputed")).fit(X @ X.T, y2)
+        LRP(SVC(kernel="precomputed")).fit(X @ X.T, y2)
 
 
 def test_unknown_kernel_error(data):
@@ -396,18 +400,18 @@ def test_unknown_kernel_error(data):
         return (A @ B.T) ** 2
 
     with pytest.raises(TypeError, match="kernel my_kernel.*per-dimension decomposition.*gradient"):
-        sklrp.LRPTransformer(SVC(kernel=my_kernel)).fit(X, y2)
+        LRP(SVC(kernel=my_kernel)).fit(X, y2)
 
 
 def test_unfitted_svc_error(data):
     X, y2, _ = data
     with pytest.raises(NotFittedError, match="SVC"):
-        sklrp.LRPTransformer(FrozenEstimator(SVC())).fit(X, y2)
+        LRP(FrozenEstimator(SVC())).fit(X, y2)
 
 
 def test_bad_samples(data, positive_data):
     X, y2, _ = data
-    lrp = sklrp.LRPTransformer(SVC(kernel=K.intersection_kernel)).fit(X, y2)
+    lrp = LRP(SVC(kernel=K.intersection_kernel)).fit(X, y2)
     bad = X[:2].copy()
     bad[0, 1] = np.nan
     with pytest.raises(ValueError, match="NaN"):
@@ -418,7 +422,7 @@ def test_bad_samples(data, positive_data):
     with pytest.raises(ValueError, match="features"):
         lrp.explain(X[:2, :3])
     Xp, yp = positive_data
-    chi = sklrp.LRPTransformer(SVC(kernel=K.Chi2Kernel(1.0))).fit(Xp, yp)
+    chi = LRP(SVC(kernel=K.Chi2Kernel(1.0))).fit(Xp, yp)
     with pytest.raises(ValueError, match="non-negative"):
         chi.explain(-Xp[:2])
 
@@ -431,13 +435,13 @@ def test_bad_samples(data, positive_data):
 ])
 def test_bad_root_parameters(positive_data, param, value, match):
     X, y = positive_data
-    lrp = sklrp.LRPTransformer(TAYLOR["rbf"](), **{param: value}).fit(X, y)
+    lrp = LRP(TAYLOR["rbf"](), **{param: value}).fit(X, y)
     with pytest.raises(ValueError, match=match):
         lrp.explain(X[:2])
 
 
-@parametrize_with_checks([sklrp.LRPTransformer(SVC(kernel=K.intersection_kernel)),
-                          sklrp.LRPTransformer(SVC(kernel="rbf"), n_root_candidates=10)])
+@parametrize_with_checks([sklrp.LRPTransformer(SVC(kernel=K.intersection_kernel), device="cpu"),
+                          sklrp.LRPTransformer(SVC(kernel="rbf"), n_root_candidates=10, device="cpu")])
 def test_sklearn_compatible(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RootPointWarning)  # checks fit on tiny, sometimes one-sided data
@@ -446,7 +450,7 @@ def test_sklearn_compatible(estimator, check):
 
 def test_float32_taylor_keeps_root_tolerance(positive_data):
     X, y = positive_data
-    lrp = sklrp.LRPTransformer(TAYLOR["rbf"](), dtype="float32", root_tol=1e-8).fit(X, y)
+    lrp = LRP(TAYLOR["rbf"](), dtype="float32", root_tol=1e-8).fit(X, y)
     E = lrp.explain(X[:6])
     assert E.extras["root_found"].all()
     assert np.all(np.abs(lrp.estimator_.decision_function(E.root_point.astype(np.float64))) <= 1e-6)
@@ -469,7 +473,7 @@ class _CauchyKernel(K.Kernel):
 
 def test_user_declared_per_dimension_kernel_is_exact(data):
     X, y2, _ = data
-    lrp = sklrp.LRPTransformer(SVC(kernel=K.PerDimensionKernel(_neg_abs))).fit(X, y2)
+    lrp = LRP(SVC(kernel=K.PerDimensionKernel(_neg_abs))).fit(X, y2)
     svc = lrp.estimator_
     E = lrp.explain(X[:5], target=1)
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, svc.decision_function(X[:5]), atol=1e-10)
@@ -479,7 +483,7 @@ def test_user_declared_per_dimension_kernel_is_exact(data):
 
 def test_user_differentiable_kernel_taylor(positive_data):
     X, y = positive_data
-    lrp = sklrp.LRPTransformer(SVC(kernel=_CauchyKernel(0.1), C=10.0)).fit(X, y)
+    lrp = LRP(SVC(kernel=_CauchyKernel(0.1), C=10.0)).fit(X, y)
     svc = lrp.estimator_
     E = lrp.explain(X[:4])
     assert E.extras["root_found"].all()
@@ -495,7 +499,7 @@ def test_sparse_training_data(data):
 
     X, y2, _ = data
     svc = SVC(kernel="linear").fit(sp.csr_matrix(X), y2)
-    E = sklrp.LRPTransformer(FrozenEstimator(svc)).fit(X).explain(X[:4], target=1)
+    E = LRP(FrozenEstimator(svc)).fit(X).explain(X[:4], target=1)
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, svc.decision_function(X[:4]), atol=1e-10)
 
 
@@ -504,7 +508,7 @@ def test_taylor_matches_thesis_formulas_loop(positive_data, name):
     # Eq. (A.5): R_d = (x - x~)_d sum_i a_i k(x_i, x~) 2 gamma (x_i(d) - x~(d))   (gamma = 1/sigma^2)
     # Eq. (A.7): R_d = (x - x~)_d sum_i a_i k(x_i, x~) gamma (4 x_i(d)^2 / (x_i(d) + x~(d))^2 - 1)
     X, y = positive_data
-    lrp = sklrp.LRPTransformer(TAYLOR[name](), target=1).fit(X, y)
+    lrp = LRP(TAYLOR[name](), target=1).fit(X, y)
     svc = lrp.estimator_
     E = lrp.explain(X[:3])
     sv, a, gamma = svc.support_vectors_, svc.dual_coef_[0], 2.0 if name == "rbf" else 1.5
@@ -528,14 +532,14 @@ def test_svr_exact_and_taylor_refused(data):
 
     X, y2, _ = data
     target = X @ [1.0, -2.0, 0.5, 0.0, 1.0]
-    lrp = sklrp.LRPTransformer(SVR(kernel=K.intersection_kernel, C=10.0)).fit(X, target)
+    lrp = LRP(SVR(kernel=K.intersection_kernel, C=10.0)).fit(X, target)
     svr = lrp.estimator_
     E = lrp.explain(X[:5])
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, svr.predict(X[:5]), atol=1e-10)
     np.testing.assert_allclose(E.relevance[0], _loop_relevance(min, X[svr.support_], svr.dual_coef_[0], X[0]),
                                atol=1e-12)
     with pytest.raises(TypeError, match="SVR with kernel RBFKernel.*root point.*regressor"):
-        sklrp.LRPTransformer(SVR(kernel="rbf")).fit(X, target).explain(X[:2])
+        LRP(SVR(kernel="rbf")).fit(X, target).explain(X[:2])
 
 
 def test_svc_subclass_is_explained(data):
@@ -543,6 +547,17 @@ def test_svc_subclass_is_explained(data):
         pass
 
     X, y2, _ = data
-    E = sklrp.LRPTransformer(MySVC(kernel="linear")).fit(X, y2).explain(X[:3], target=1)
+    E = LRP(MySVC(kernel="linear")).fit(X, y2).explain(X[:3], target=1)
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance,
                                SVC(kernel="linear").fit(X, y2).decision_function(X[:3]), atol=1e-10)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_float32(positive_data):
+    X, y = positive_data
+    E = sklrp.LRPTransformer(SVC(kernel=K.intersection_kernel), device="cuda").fit(X, y).explain(X[:5])
+    np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, E.output, atol=1e-4)
+    lrp = sklrp.LRPTransformer(TAYLOR["rbf"](), device="cuda").fit(X, y)
+    E = lrp.explain(X[:5])
+    assert E.extras["root_found"].all()
+    assert np.all(np.abs(lrp.estimator_.decision_function(E.root_point.astype(np.float64))) <= 1e-5)
