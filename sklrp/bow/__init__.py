@@ -32,6 +32,7 @@ __all__ = [
 ]
 
 from ._replacement import DescriptorReplacement  # noqa: E402
+from ._tiling import TiledExplanation, explain_tiled, tile_positions  # noqa: E402
 from .text import TextExplanation, TfidfTransformerPropagator, explain_text, tokenize_with_positions  # noqa: E402
 
-__all__ += ["DescriptorReplacement", "explain_text", "TextExplanation", "TfidfTransformerPropagator", "tokenize_with_positions"]
+__all__ += ["DescriptorReplacement", "explain_tiled", "TiledExplanation", "tile_positions", "explain_text", "TextExplanation", "TfidfTransformerPropagator", "tokenize_with_positions"]

@@ -168,7 +168,7 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
     >>> sift = DenseSIFT(backend="numpy").fit(X)
     >>> Xt = sift.transform(X)
     >>> Xt.shape
-    (2, 25, 133)
+    (2, 29, 133)
     >>> sift.geometry().boxes()[0]
     array([ 0, 24,  0, 24])
     """
