@@ -1036,23 +1036,32 @@ def _autograd(scorer, X, weights, batch_size):
     return grads
 
 
-def _numerical_gradient(scorer, X, weights, delta, batch_size):
-    """Central differences ``(f(x + h e_d) - f(x - h e_d)) / 2h`` of the explained score."""
+def _numerical_gradient(scorer, X, weights, delta, batch_size, verbose):
+    """Central differences ``(f(x + h e_d) - f(x - h e_d)) / 2h`` of the explained score.
+
+    Calls hold about ``batch_size`` rows: several samples when ``2 d`` rows fit, else one
+    sample's dimensions in chunks (so memory stays bounded for large images).
+    """
     n = X.shape[0]
     flat = X.reshape(n, -1)
     d = flat.shape[1]
     grads = np.empty((n, d))
-    eye = np.eye(d) * delta
-    per_call = max(1, batch_size // (2 * d))
-    for i in range(0, n, per_call):
+    chunk = max(1, min(d, batch_size // 2))  # dimensions per call
+    per_call = max(1, batch_size // (2 * d)) if chunk == d else 1  # samples per call
+    tasks = [(i, j) for i in range(0, n, per_call) for j in range(0, d, chunk)]
+    if verbose:
+        from tqdm.auto import tqdm
+
+        tasks = tqdm(tasks, desc="sensitivity", unit="batch")
+    for i, j in tasks:
         xs = flat[i : i + per_call]
-        b = len(xs)
-        rows = np.concatenate(
-            [xs[:, None, :] + eye[None], xs[:, None, :] - eye[None]], axis=1
-        ).reshape(-1, d)
-        w = np.repeat(weights[i : i + b], 2 * d, axis=0)
-        f = scorer(rows.reshape((-1,) + X.shape[1:]), w).reshape(b, 2, d)
-        grads[i : i + b] = (f[:, 0] - f[:, 1]) / (2 * delta)
+        b, dims = len(xs), np.arange(j, min(j + chunk, d))
+        step = np.zeros((len(dims), d))
+        step[np.arange(len(dims)), dims] = delta
+        rows = np.concatenate([xs[:, None, :] + step[None], xs[:, None, :] - step[None]], axis=1)
+        w = np.repeat(weights[i : i + b], 2 * len(dims), axis=0)
+        f = scorer(rows.reshape((-1,) + X.shape[1:]), w).reshape(b, 2, len(dims))
+        grads[i : i + b, dims] = (f[:, 0] - f[:, 1]) / (2 * delta)
     return grads.reshape(X.shape)
 
 
@@ -1068,6 +1077,7 @@ def sensitivity_heatmap(
     method="auto",
     delta=None,
     batch_size=1024,
+    verbose=False,
 ):
     """Sensitivity analysis heatmaps ``h_p = || (d f / d x_{p,c})_c ||_q``, Eq. (3.1).
 
@@ -1086,6 +1096,8 @@ def sensitivity_heatmap(
     method : {"auto", "autograd", "numerical"}, default="auto"
     delta : float, default=None
         Finite-difference step; None means ``1e-4 * (X.max() - X.min())``.
+    verbose : bool, default=False
+        Progress bar over the finite-difference batches.
 
     Returns
     -------
@@ -1120,7 +1132,7 @@ def sensitivity_heatmap(
         if delta is None:
             span = float(X.max() - X.min())
             delta = 1e-4 * (span if span > 0 else 1.0)
-        grads = _numerical_gradient(scorer, X, weights, float(delta), batch_size)
+        grads = _numerical_gradient(scorer, X, weights, float(delta), batch_size, verbose)
     if grid.channel_axis is None:
         return np.abs(grads)
     img = grads.reshape((len(X),) + grid.layout)

@@ -1,5 +1,7 @@
 """Region perturbation, AOPC, the AOPC scorer, sensitivity baseline and context ratio (Chapter 3, Eq. (4.11))."""
 
+import pickle
+
 import numpy as np
 import pytest
 import torch
@@ -305,9 +307,8 @@ def test_headline_cnn_skorch(digits):
         verbose=0,
         optimizer=torch.optim.SGD,
     )
-    img = lambda A: A.astype(np.float32).reshape(-1, 1, 8, 8)
-    net.fit(img(Xtr[:600]), ytr[:600])
-    Xi = img(Xte[:100])
+    net.fit(Xtr[:600].astype(np.float32).reshape(-1, 1, 8, 8), ytr[:600])
+    Xi = Xte[:100].astype(np.float32).reshape(-1, 1, 8, 8)
     lrp = sklrp.LRPTransformer(FrozenEstimator(net), rule="epsilon").fit(Xi)
     E = lrp.explain(Xi)
     kw = dict(perturbation="flip", value_range=(-1, 1), n_steps=10, channel_axis=0)
@@ -392,6 +393,7 @@ def test_scorer_with_refitting_estimator(digits):
     )
     assert scores.shape == (2,) and np.all(scores > 0)
     assert "make_aopc_scorer" in repr(scorer)
+    pickle.loads(pickle.dumps(scorer))  # GridSearchCV(n_jobs=...) ships scorers to workers
 
 
 # -- sensitivity baseline (Eq. (3.1)) -------------------------------------------------------------
@@ -420,6 +422,10 @@ def test_sensitivity_falls_back_to_finite_differences(digits):
     target = model.predict(Xte[:5])
     w = model[-1].coef_[np.searchsorted(model.classes_, target)]
     np.testing.assert_allclose(S, np.abs(w * (1 - np.tanh(Xte[:5]) ** 2)), rtol=1e-5, atol=1e-9)
+    # one sample's dimensions split over several calls give the same gradient
+    np.testing.assert_allclose(
+        sklrp.sensitivity_heatmap(lrp, Xte[:5], batch_size=10), S, rtol=1e-12
+    )
     with pytest.raises(ValueError, match="method='autograd' needs a model differentiable in torch"):
         sklrp.sensitivity_heatmap(lrp, Xte[:5], method="autograd")
     with pytest.raises(ValueError, match="norm must be"):
