@@ -916,8 +916,9 @@ class _AOPCScorer:
                 f"the AOPC scorer evaluates an sklrp.LRPTransformer (it needs explain()), got "
                 f"{type(estimator).__name__}"
             )
-        uses_y = isinstance(self.target, str) and self.target == "true"
-        E = estimator.explain(X, target=self.target, y=y if uses_y else None)
+        target = estimator.target if self.target is None else self.target
+        uses_y = isinstance(target, str) and target == "true"
+        E = estimator.explain(X, target=target, y=y if uses_y else None)
         return aopc_score(estimator, X, E.relevance, target=E.target, **self.kwargs)
 
     def __repr__(self):
@@ -927,7 +928,7 @@ class _AOPCScorer:
 
 def make_aopc_scorer(
     *,
-    target="predicted",
+    target=None,
     region_size=1,
     n_steps=None,
     order="morf",
@@ -950,8 +951,9 @@ def make_aopc_scorer(
 
     Parameters
     ----------
-    target : "predicted", "true" or label, default="predicted"
-        Explained class; "true" uses the ``y`` the scorer receives.
+    target : "predicted", "true", label or None, default=None
+        Explained class; None uses the transformer's own ``target``; "true" uses the ``y`` the
+        scorer receives.
     region_size, n_steps, order, perturbation, n_repeats, value_range, image_shape, channel_axis, \
 relative_to, batch_size
         As in :func:`aopc_score`.

@@ -392,6 +392,16 @@ def test_scorer_with_refitting_estimator(digits):
         cv=2,
     )
     assert scores.shape == (2,) and np.all(scores > 0)
+    # target=None (default) uses the transformer's own target, here "true" as well
+    same = cross_val_score(
+        sklrp.LRPTransformer(LogisticRegression(max_iter=300), target="true"),
+        Xtr[:300],
+        ytr[:300],
+        scoring=sklrp.make_aopc_scorer(perturbation="uniform", value_range=(-1, 1), n_steps=6),
+        cv=2,
+        error_score="raise",
+    )
+    np.testing.assert_allclose(same, scores)
     assert "make_aopc_scorer" in repr(scorer)
     pickle.loads(pickle.dumps(scorer))  # GridSearchCV(n_jobs=...) ships scorers to workers
 
