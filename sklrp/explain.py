@@ -350,7 +350,8 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
                 hr = head.relevance(acts[-1], weights, scores, config)
                 r, rb = hr.relevance, hr.bias
                 if self.bias == "uniform":
-                    r = r + rb[:, None] / r[0].numel()
+                    # reshape so n-D relevance (e.g. torch nets on images) broadcasts per sample
+                    r = r + (rb / r[0].numel()).reshape(-1, *([1] * (r.ndim - 1)))
                     rb = torch.zeros_like(rb)
                 elif self.bias == "weighted":
                     r = r + rb[:, None] * head.bias_weights(acts[-1], weights, config)

@@ -587,3 +587,47 @@ def test_composite_validation():
     with pytest.raises(TypeError, match="padding_mode"):
         lrp(nn.Sequential(nn.Conv1d(1, 1, 3, padding=1, padding_mode="circular")).to(D),
             torch.randn(1, 1, 5, dtype=D), Composite(Z()), target="all")
+
+
+# ----------------------------------------------------------------------------- more layer forms
+def test_conv_same_padding_matches_numeric_padding():
+    seeded(7)
+    same = nn.Conv2d(2, 3, 3, padding="same").to(D)
+    numeric = nn.Conv2d(2, 3, 3, padding=1).to(D)
+    numeric.load_state_dict(same.state_dict())
+    x = torch.randn(2, 2, 5, 5, dtype=D)
+    for rule in (Epsilon(0.1), AlphaBeta(2.0, -1.0), Flat()):
+        a = lrp(nn.Sequential(same, nn.Flatten()), x, Composite(rule), target="all")
+        b = lrp(nn.Sequential(numeric, nn.Flatten()), x, Composite(rule), target="all")
+        np.testing.assert_allclose(a.relevance.numpy(), b.relevance.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("pool", [
+    nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False, ceil_mode=True),
+    nn.AvgPool2d(3, stride=2, padding=1),
+    nn.AdaptiveAvgPool2d((2, 3)),
+    nn.AvgPool1d(2),
+], ids=["nopad-ceil", "pad", "adaptive", "1d"])
+def test_avgpool_forms_z_rule_is_gradient_times_input_and_flat_conserves(pool):
+    """Average pooling is linear (Section 2.3.1): the z-rule equals gradient x input."""
+    shape = (2, 7) if isinstance(pool, nn.AvgPool1d) else (2, 7, 6)
+    net = nn.Sequential(pool, nn.Flatten()).to(D)
+    x = torch.rand(2, *shape, dtype=D) + 0.1
+    with torch.no_grad():
+        w = torch.randn(2, net(x).shape[1], dtype=D)
+    res = lrp(net, x, Composite(Z()), target=w)
+    xg = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(net(xg), xg, w)
+    np.testing.assert_allclose(res.relevance.numpy(), (g * x).numpy(), rtol=1e-10, atol=1e-13)
+    flat = lrp(net, x, Composite(Z(), flat_depth=1), target=w)
+    np.testing.assert_allclose(flat.relevance.flatten(1).sum(1).numpy(), flat.output.numpy(), rtol=1e-10)
+
+
+def test_linear_on_sequences_conserves():
+    seeded(8)
+    net = nn.Sequential(nn.Linear(4, 5), nn.ReLU(), nn.Linear(5, 3), nn.Flatten()).to(D)
+    x = torch.randn(2, 6, 4, dtype=D)  # (n, T, d)
+    res = lrp(net, x, Composite(Z()), target="all")
+    total = res.relevance.flatten(1).sum(1) + res.bias
+    np.testing.assert_allclose(total.numpy(), res.output.numpy(), rtol=1e-10)
+    assert res.relevance.shape == x.shape

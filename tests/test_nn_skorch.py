@@ -191,6 +191,11 @@ def test_bad_inputs(digits, cnn_lrp):
         sklrp.LRPTransformer().transform(X[:2].reshape(2, -1))
     with pytest.raises(ValueError, match="unknown target"):
         cnn_lrp.explain(X[1300:1302], target=11)
+    with pytest.raises(TypeError, match="weighted"):
+        sklrp.LRPTransformer(FrozenEstimator(cnn_lrp.estimator_), bias="weighted").fit(X[:2]).transform(X[:2])
+    # bias="uniform" spreads the absorbed bias relevance over the pixels: conservation without bias term
+    E = sklrp.LRPTransformer(FrozenEstimator(cnn_lrp.estimator_), rule="z", bias="uniform").fit(X[:2]).explain(X[:4])
+    np.testing.assert_allclose(E.relevance.reshape(4, -1).sum(1), E.output, rtol=1e-8, atol=1e-10)
 
 
 def test_unsupported_module_error_names_layer():
