@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) install-vlfeat
 	$(BIN)/python -m pytest
 
 demo: $(STAMP)
@@ -60,6 +60,23 @@ compare: $(PEERSTAMP)
 compare-aopc: $(PEERSTAMP)
 	$(PEERS)/bin/python -m pip install -q quantus==0.6.0 $(PEER_TORCH)
 	OMP_NUM_THREADS=2 $(PEERS)/bin/python benchmarks/bench_aopc.py --quantus --models mlp,cnn --n 128 --steps 20
+
+# cyvlfeat (the real VLFeat; optional extra "vlfeat") for DenseSIFT(backend="vlfeat") and the Fisher-vector
+# cross-check. It is an sdist that builds against libvlfeat: where apt-get exists and we are root (CI),
+# install libvlfeat-dev first. Skipped in ~0.3 s when cyvlfeat imports; never fails the build: without
+# it DenseSIFT uses its numpy backend and the VLFeat tests are skipped (and say so).
+.PHONY: install-vlfeat
+install-vlfeat: $(STAMP)
+	@$(BIN)/python -c "import cyvlfeat" 2>/dev/null || { \
+	  if [ ! -e /usr/include/vl/generic.h ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q libvlfeat-dev >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libvlfeat-dev >/dev/null 2>&1; } || true; \
+	  fi; \
+	  if [ -e /usr/include/vl/generic.h ]; then \
+	    { $(BIN)/python -m pip install -q cython setuptools wheel numpy $(TORCH) && \
+	      $(BIN)/python -m pip install -q --no-build-isolation cyvlfeat==0.7.1 $(TORCH); } || \
+	    echo "cyvlfeat build failed: VLFeat backend and cross-checks are skipped"; \
+	  else echo "libvlfeat-dev not available: DenseSIFT uses its numpy backend, VLFeat cross-checks are skipped"; fi; }
 
 clean:
 	rm -rf $(VENV) build *.egg-info audit-report doc/_build doc/auto_examples doc/generated
