@@ -44,3 +44,7 @@ __all__ += ["nn"]
 from . import plotting  # noqa: E402
 
 __all__ += ["plotting"]
+
+from . import bow  # noqa: E402
+
+__all__ += ["bow"]
