@@ -237,3 +237,17 @@ from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 )
 def test_torch_model_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+def test_scores_are_differentiable_when_asked(digits, cnn_lrp):
+    """Callers that differentiate the head's scores (sensitivity analysis) get the plain net."""
+    X, _ = digits
+    config = cnn_lrp._config()
+    _, head = cnn_lrp.chain_
+    x = config.tensor(X[1300:1303]).requires_grad_(True)
+    with torch.enable_grad():
+        s = head.scores(x, config)
+        (g,) = torch.autograd.grad(s[:, 0].sum(), x)
+    assert g.shape == x.shape and g.abs().sum() > 0
+    with torch.no_grad():
+        np.testing.assert_allclose(s.detach().numpy(), head.scores(config.tensor(X[1300:1303]), config).numpy())

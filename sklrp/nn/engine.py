@@ -42,7 +42,7 @@ from . import layers
 from .composites import Composite
 from .merge import Add, Concat
 
-__all__ = ["attached", "forward", "lrp", "LRPResult", "supported_layers"]
+__all__ = ["attached", "forward", "logits", "lrp", "LRPResult", "supported_layers"]
 
 _LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _AVGPOOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
@@ -118,8 +118,9 @@ class _RelevanceFunction(torch.autograd.Function):
 class _Session:
     """State of one explanation: composite, layer positions, absorbed bias relevance."""
 
-    def __init__(self, composite):
+    def __init__(self, composite, relevance=True):
         self.composite = composite
+        self.relevance = relevance  # False: only find the logits (plain differentiable forward)
         self.position = 0  # linear-type layers seen so far in the forward pass
         self.bias = None
         self.softmax = []  # (output, input) of softmax-type modules
@@ -176,6 +177,10 @@ class _Session:
             if kind == "softmax":
                 self.softmax.append((output, inputs[0]))
                 return output
+            if not self.relevance:
+                if isinstance(module, nn.Sigmoid):
+                    self.terminal.append((output, inputs[0]))
+                return output
             if not isinstance(output, torch.Tensor):
                 raise TypeError(f"sklrp: {type(module).__name__} returned {type(output).__name__}, expected a tensor")
             tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
@@ -204,11 +209,12 @@ class _Session:
 
 
 @contextlib.contextmanager
-def attached(model: nn.Module, composite: Composite):
+def attached(model: nn.Module, composite: Composite | None, relevance: bool = True):
     """Attach the LRP hooks to ``model`` for one forward pass; restore it afterwards.
 
     Yields a session object; everything (hooks, ``training`` flags, ``inplace``
-    flags) is restored on exit, also when an exception is raised.
+    flags) is restored on exit, also when an exception is raised. With
+    ``relevance=False`` the hooks only locate a terminal softmax/sigmoid.
     """
     modules = list(model.modules())
     training = [(m, m.training) for m in modules]
@@ -218,7 +224,7 @@ def attached(model: nn.Module, composite: Composite):
         model.eval()
         for m, _ in inplace:
             m.inplace = False  # in-place activations would overwrite saved layer inputs
-        session = _Session(composite)
+        session = _Session(composite, relevance)
         for m in modules:
             kind = _kind(m)
             if kind is not None:
@@ -290,6 +296,19 @@ def forward(model: nn.Module, x: torch.Tensor, composite: Composite) -> ForwardP
             raise TypeError(f"sklrp explains modules returning one tensor; got {type(out).__name__}")
         logits = session.logits(out)
     return ForwardPass(x, logits, session)
+
+
+def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The model's outputs with a terminal softmax/sigmoid removed, as a plain (differentiable) forward.
+
+    Runs in eval mode; the model is restored afterwards. Returns ``(n, n_outputs)``.
+    """
+    with attached(model, None, relevance=False) as session:
+        out = model(x)
+        if not isinstance(out, torch.Tensor):
+            raise TypeError(f"sklrp explains modules returning one tensor; got {type(out).__name__}")
+        out = session.logits(out)
+    return out.reshape(out.shape[0], -1)
 
 
 @dataclass

@@ -126,8 +126,8 @@ class TorchModel(BaseEstimator):
         """Network outputs ``(n_samples, n_outputs)`` (logits; a terminal softmax removed)."""
         x = self._tensor(X)
         with torch.no_grad():
-            fp = engine.forward(self.module_, x, _PLAIN)
-        return fp.scores.cpu().numpy().astype(np.float64)
+            out = [engine.logits(self.module_, x[i:i + 1024]) for i in range(0, x.shape[0], 1024)]
+        return torch.cat(out).cpu().numpy().astype(np.float64)
 
     def predict(self, X):
         """Class with the largest logit, or the outputs for a regressor."""
@@ -184,7 +184,13 @@ class TorchNetHead(Head):
         return x.reshape(x.shape[0], *self.input_shape) if self.input_shape is not None else x
 
     def scores(self, x, config):
-        self._pass = engine.forward(self._model_for(config), self._input(x), composite_from_config(config))
+        model = self._model_for(config)
+        if torch.is_grad_enabled() and x.requires_grad:
+            # a caller differentiating the scores (e.g. sensitivity analysis) gets the plain network
+            self._pass = None
+            return engine.logits(model, self._input(x))
+        # the hooked forward pass is kept so that relevance() needs no second forward pass
+        self._pass = engine.forward(model, self._input(x), composite_from_config(config))
         return self._pass.scores
 
     def relevance(self, x, weights, scores, config):
@@ -200,12 +206,3 @@ register(lambda s: isinstance(s, torch.nn.Module), name="torch.nn.Module")(Torch
 register(TorchModel, name="sklrp.nn.TorchModel")(TorchNetHead)
 register(_is_skorch_net, name="skorch NeuralNet (NeuralNetClassifier, NeuralNetRegressor, ...)")(TorchNetHead)
 
-
-def _plain():
-    from ..rules import Z
-    from .composites import Composite
-
-    return Composite(Z())
-
-
-_PLAIN = _plain()
