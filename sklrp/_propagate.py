@@ -54,7 +54,11 @@ class RuleConfig:
         """Convert a numpy array (or tensor) to this configuration's dtype/device."""
         if isinstance(array, torch.Tensor):
             return array.to(dtype=self.dtype, device=self.device)
-        return torch.as_tensor(np.asarray(array), dtype=self.dtype, device=self.device)
+        array = np.asarray(array)
+        if not array.flags.writeable:
+            # torch cannot share read-only memory (e.g. memmaps); copy instead of warning
+            array = array.copy()
+        return torch.as_tensor(array, dtype=self.dtype, device=self.device)
 
 
 class Propagator:

@@ -22,13 +22,18 @@ X_IRIS, Y_IRIS = load_iris(return_X_y=True)
 X_BIN, Y_BIN = make_classification(n_samples=40, n_features=5, random_state=0)
 
 
-@parametrize_with_checks([LRPTransformer(), LRPTransformer(LogisticRegression(max_iter=1000), rule="z", bias="uniform")])
+@parametrize_with_checks(
+    [
+        LRPTransformer(device="cpu"),
+        LRPTransformer(device="cpu", estimator=LogisticRegression(max_iter=1000), rule="z", bias="uniform"),
+    ]
+)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
 
 def test_default_estimator_is_linear_svc():
-    lrp = LRPTransformer().fit(X_IRIS, Y_IRIS)
+    lrp = LRPTransformer(device="cpu").fit(X_IRIS, Y_IRIS)
     assert isinstance(lrp.estimator_, LinearSVC)
     np.testing.assert_array_equal(lrp.classes_, [0, 1, 2])
     assert lrp.transform(X_IRIS).shape == X_IRIS.shape
@@ -37,20 +42,22 @@ def test_default_estimator_is_linear_svc():
 def test_frozen_estimator_is_not_refit():
     model = LogisticRegression(max_iter=1000).fit(X_IRIS, Y_IRIS)
     coef = model.coef_.copy()
-    lrp = LRPTransformer(FrozenEstimator(model)).fit(X_IRIS[:10], np.zeros(10))
+    lrp = LRPTransformer(device="cpu", estimator=FrozenEstimator(model)).fit(X_IRIS[:10], np.zeros(10))
     np.testing.assert_array_equal(lrp.estimator_.estimator.coef_, coef)
     assert lrp.estimator_.estimator is model
 
 
 def test_unfrozen_estimator_is_cloned_and_fitted():
     est = LogisticRegression(max_iter=1000)
-    lrp = LRPTransformer(est).fit(X_IRIS, Y_IRIS)
+    lrp = LRPTransformer(device="cpu", estimator=est).fit(X_IRIS, Y_IRIS)
     assert lrp.estimator_ is not est
     assert not hasattr(est, "coef_")
 
 
 def test_as_last_pipeline_step():
-    pipe = make_pipeline(StandardScaler(), LRPTransformer(LogisticRegression(max_iter=1000)))
+    pipe = make_pipeline(
+        StandardScaler(), LRPTransformer(device="cpu", estimator=LogisticRegression(max_iter=1000))
+    )
     R = pipe.fit(X_IRIS, Y_IRIS).transform(X_IRIS[:7])
     Xs = pipe[0].transform(X_IRIS[:7])
     lr = pipe[-1].estimator_
@@ -59,7 +66,7 @@ def test_as_last_pipeline_step():
 
 
 def test_clone_get_set_params():
-    lrp = LRPTransformer(LogisticRegression(C=2.0), epsilon=0.5)
+    lrp = LRPTransformer(device="cpu", estimator=LogisticRegression(C=2.0), epsilon=0.5)
     params = lrp.get_params()
     assert params["epsilon"] == 0.5 and params["estimator__C"] == 2.0
     lrp.set_params(epsilon=3.0, estimator__C=1.0, rule="z")
@@ -75,15 +82,19 @@ def test_grid_search_over_epsilon():
         return -np.abs(est.explain(X).residual).mean()
 
     idx = np.arange(len(X_IRIS))
-    search = GridSearchCV(LRPTransformer(FrozenEstimator(model)), {"epsilon": [100.0, 1.0, 0.01]},
-                          scoring=negative_absorbed, cv=[(idx[::2], idx[1::2])]).fit(X_IRIS, Y_IRIS)
+    search = GridSearchCV(
+        LRPTransformer(device="cpu", estimator=FrozenEstimator(model)),
+        {"epsilon": [100.0, 1.0, 0.01]},
+        scoring=negative_absorbed,
+        cv=[(idx[::2], idx[1::2])],
+    ).fit(X_IRIS, Y_IRIS)
     assert search.best_params_ == {"epsilon": 0.01}
     assert search.best_estimator_.transform(X_IRIS).shape == X_IRIS.shape
 
 
 def test_targets_predicted_true_label_array():
     model = LogisticRegression(max_iter=1000).fit(X_IRIS, Y_IRIS)
-    lrp = LRPTransformer(FrozenEstimator(model)).fit(X_IRIS, Y_IRIS)
+    lrp = LRPTransformer(device="cpu", estimator=FrozenEstimator(model)).fit(X_IRIS, Y_IRIS)
     df = model.decision_function(X_IRIS)
     E = lrp.explain(X_IRIS)
     np.testing.assert_array_equal(E.target, model.predict(X_IRIS))
@@ -96,17 +107,23 @@ def test_targets_predicted_true_label_array():
     E = lrp.explain(X_IRIS, target=labels)
     np.testing.assert_allclose(E.output, df[np.arange(150), labels], rtol=1e-12)
     # relevance of class k for all samples via the constructor parameter
-    R2 = LRPTransformer(FrozenEstimator(model), target=2).fit(X_IRIS, Y_IRIS).transform(X_IRIS)
+    R2 = (
+        LRPTransformer(device="cpu", estimator=FrozenEstimator(model), target=2)
+        .fit(X_IRIS, Y_IRIS)
+        .transform(X_IRIS)
+    )
     np.testing.assert_allclose(R2, X_IRIS * model.coef_[2], rtol=1e-12)
     # target="true" in a pipeline: fit_transform passes y
-    Rt = LRPTransformer(FrozenEstimator(model), target="true").fit_transform(X_IRIS, Y_IRIS)
+    Rt = LRPTransformer(device="cpu", estimator=FrozenEstimator(model), target="true").fit_transform(
+        X_IRIS, Y_IRIS
+    )
     np.testing.assert_allclose(Rt, X_IRIS * model.coef_[Y_IRIS], rtol=1e-12)
 
 
 def test_string_labels_and_binary_sign():
     y = np.where(Y_BIN == 1, "spam", "ham")
     model = LogisticRegression(max_iter=1000).fit(X_BIN, y)
-    lrp = LRPTransformer(FrozenEstimator(model)).fit(X_BIN, y)
+    lrp = LRPTransformer(device="cpu", estimator=FrozenEstimator(model)).fit(X_BIN, y)
     f = model.decision_function(X_BIN)
     np.testing.assert_allclose(lrp.explain(X_BIN, target="spam").output, f)
     np.testing.assert_allclose(lrp.explain(X_BIN, target="ham").output, -f)
@@ -117,7 +134,11 @@ def test_string_labels_and_binary_sign():
 
 
 def test_batch_size_does_not_change_result():
-    lrp = LRPTransformer(make_pipeline(StandardScaler(), PCA(3), LogisticRegression(max_iter=1000)), batch_size=7)
+    lrp = LRPTransformer(
+        device="cpu",
+        estimator=make_pipeline(StandardScaler(), PCA(3), LogisticRegression(max_iter=1000)),
+        batch_size=7,
+    )
     lrp.fit(X_IRIS, Y_IRIS)
     a = lrp.explain(X_IRIS)
     b = lrp.set_params(batch_size=1000).explain(X_IRIS)
@@ -126,14 +147,16 @@ def test_batch_size_does_not_change_result():
 
 
 def test_verbose_progress_bar(capsys):
-    LRPTransformer(LogisticRegression(max_iter=1000), verbose=True, batch_size=50).fit(X_IRIS, Y_IRIS).transform(X_IRIS)
+    LRPTransformer(
+        device="cpu", estimator=LogisticRegression(max_iter=1000), verbose=True, batch_size=50
+    ).fit(X_IRIS, Y_IRIS).transform(X_IRIS)
     assert "LRP" in capsys.readouterr().err
 
 
 # -- bad input ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def fitted():
-    return LRPTransformer(LogisticRegression(max_iter=1000)).fit(X_IRIS, Y_IRIS)
+    return LRPTransformer(device="cpu", estimator=LogisticRegression(max_iter=1000)).fit(X_IRIS, Y_IRIS)
 
 
 @pytest.mark.parametrize("value", [np.nan, np.inf])
@@ -161,12 +184,14 @@ def test_sparse_input_clear_error(fitted):
 
 def test_unfitted_transformer():
     with pytest.raises(NotFittedError):
-        LRPTransformer().transform(X_IRIS)
+        LRPTransformer(device="cpu").transform(X_IRIS)
 
 
 def test_unfitted_frozen_estimator():
     with pytest.raises(NotFittedError, match="LogisticRegression instance is not fitted"):
-        LRPTransformer(FrozenEstimator(LogisticRegression(max_iter=1000))).fit(X_IRIS, Y_IRIS)
+        LRPTransformer(device="cpu", estimator=FrozenEstimator(LogisticRegression(max_iter=1000))).fit(
+            X_IRIS, Y_IRIS
+        )
 
 
 def test_target_errors(fitted):
@@ -182,14 +207,21 @@ def test_target_errors(fitted):
 
 @pytest.mark.parametrize(
     "params,err,match",
-    [({"bias": "spread"}, ValueError, "bias must be one of"), ({"rule": "lrp"}, ValueError, "unknown rule"),
-     ({"batch_size": 0}, ValueError, "batch_size"), ({"epsilon": -1.0}, ValueError, "epsilon"),
-     ({"alpha": 2.0, "beta": 1.0, "rule": "alphabeta"}, ValueError, "alpha \\+ beta"),
-     ({"dtype": "float16"}, ValueError, "dtype"), ({"device": "tpu"}, ValueError, "device")],
+    [
+        ({"bias": "spread"}, ValueError, "bias must be one of"),
+        ({"rule": "lrp"}, ValueError, "unknown rule"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"epsilon": -1.0}, ValueError, "epsilon"),
+        ({"alpha": 2.0, "beta": 1.0, "rule": "alphabeta"}, ValueError, "alpha \\+ beta"),
+        ({"dtype": "float16"}, ValueError, "dtype"),
+        ({"device": "tpu"}, ValueError, "device"),
+    ],
 )
 def test_bad_parameters_raise_at_fit(params, err, match):
     with pytest.raises(err, match=match):
-        LRPTransformer(LogisticRegression(max_iter=1000), **params).fit(X_IRIS, Y_IRIS)
+        LRPTransformer(**{"estimator": LogisticRegression(max_iter=1000), "device": "cpu", **params}).fit(
+            X_IRIS, Y_IRIS
+        )
 
 
 def test_cuda_requested_without_gpu():

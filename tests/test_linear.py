@@ -51,7 +51,7 @@ CLASSIFIERS = [
 @pytest.mark.parametrize("X,y", [(X_BIN, Y_BIN), (X_MC, Y_MC)], ids=["binary", "multiclass"])
 def test_linear_classifiers_exact_decomposition(model, X, y):
     model = model.fit(X, y)
-    lrp = sklrp.LRPTransformer(FrozenEstimator(model)).fit(X, y)
+    lrp = sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(model)).fit(X, y)
     E = lrp.explain(X)
     scores = _scores(model, X)
     W = np.atleast_2d(model.coef_)
@@ -77,13 +77,13 @@ def test_linear_classifiers_exact_decomposition(model, X, y):
 @pytest.mark.parametrize("model", [LinearRegression(), Ridge(alpha=0.1)], ids=lambda m: type(m).__name__)
 def test_linear_regressors_single_and_multi_output(model):
     single = clone_fit(model, X_REG, Y_REG[:, 0])
-    E = sklrp.LRPTransformer(FrozenEstimator(single)).fit(X_REG).explain(X_REG)
+    E = sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(single)).fit(X_REG).explain(X_REG)
     np.testing.assert_allclose(E.output, single.predict(X_REG), rtol=1e-10)
     np.testing.assert_allclose(E.relevance, X_REG * single.coef_, rtol=1e-10)
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, E.output, rtol=1e-10)
 
     multi = clone_fit(model, X_REG, Y_REG)
-    lrp = sklrp.LRPTransformer(FrozenEstimator(multi)).fit(X_REG)
+    lrp = sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(multi)).fit(X_REG)
     for k in range(2):
         E = lrp.explain(X_REG, target=k)
         np.testing.assert_allclose(E.output, multi.predict(X_REG)[:, k], rtol=1e-10)
@@ -123,10 +123,22 @@ def test_standard_scaler_matches_eq_2_54_loop():
 
 @pytest.mark.parametrize(
     "step",
-    [StandardScaler(), StandardScaler(with_mean=False), StandardScaler(with_std=False), MinMaxScaler(),
-     MinMaxScaler(feature_range=(-1, 2)), Normalizer(), Normalizer(norm="l1"), Normalizer(norm="max"),
-     PCA(3), PCA(3, whiten=True), IncrementalPCA(3), TruncatedSVD(3), FunctionTransformer(np.tanh),
-     FunctionTransformer()],
+    [
+        StandardScaler(),
+        StandardScaler(with_mean=False),
+        StandardScaler(with_std=False),
+        MinMaxScaler(),
+        MinMaxScaler(feature_range=(-1, 2)),
+        Normalizer(),
+        Normalizer(norm="l1"),
+        Normalizer(norm="max"),
+        PCA(3),
+        PCA(3, whiten=True),
+        IncrementalPCA(3),
+        TruncatedSVD(3),
+        FunctionTransformer(np.tanh),
+        FunctionTransformer(),
+    ],
     ids=lambda s: repr(s),
 )
 def test_forward_replay_equals_transform_and_z_rule_conserves(step):
@@ -177,7 +189,7 @@ def test_minmax_clip_sends_clipped_relevance_to_bias():
 def test_pipeline_scaler_pca_logreg_z_rule_is_gradient_times_input():
     X, y = load_iris(return_X_y=True)
     model = make_pipeline(StandardScaler(), PCA(3), LogisticRegression()).fit(X, y)
-    E = sklrp.LRPTransformer(FrozenEstimator(model), rule="z").fit(X, y).explain(X)
+    E = sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(model), rule="z").fit(X, y).explain(X)
     df = model.decision_function(X)
     k = np.searchsorted(model.classes_, E.target)
     np.testing.assert_allclose(E.output, df[np.arange(len(X)), k], rtol=1e-10)
@@ -193,7 +205,11 @@ def test_pipeline_scaler_pca_logreg_z_rule_is_gradient_times_input():
 def test_pipeline_conservation_with_every_rule(rule):
     X, y = load_iris(return_X_y=True)
     model = make_pipeline(MinMaxScaler(), PCA(3), LogisticRegression()).fit(X, y)
-    E = sklrp.LRPTransformer(FrozenEstimator(model), rule=rule, low=-1.0, high=2.0).fit(X, y).explain(X)
+    E = (
+        sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(model), rule=rule, low=-1.0, high=2.0)
+        .fit(X, y)
+        .explain(X)
+    )
     assert np.all(np.isfinite(E.relevance))
     # the bookkeeping identity always holds; the residual is what stabilisers absorbed
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance + E.residual, E.output, rtol=1e-10)
@@ -205,9 +221,17 @@ def test_pipeline_conservation_with_every_rule(rule):
 def test_bias_modes_uniform_and_weighted():
     X, y = X_BIN, Y_BIN
     model = LogisticRegression().fit(X, y)
-    keep = sklrp.LRPTransformer(FrozenEstimator(model)).fit(X, y).explain(X)
-    uni = sklrp.LRPTransformer(FrozenEstimator(model), bias="uniform").fit(X, y).explain(X)
-    wtd = sklrp.LRPTransformer(FrozenEstimator(model), bias="weighted").fit(X, y).explain(X)
+    keep = sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(model)).fit(X, y).explain(X)
+    uni = (
+        sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(model), bias="uniform")
+        .fit(X, y)
+        .explain(X)
+    )
+    wtd = (
+        sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(model), bias="weighted")
+        .fit(X, y)
+        .explain(X)
+    )
     D = X.shape[1]
     # Eq. (2.73): R_d += R_b / D
     np.testing.assert_allclose(uni.relevance, keep.relevance + keep.bias_relevance[:, None] / D, rtol=1e-10)
@@ -228,41 +252,44 @@ def test_function_transformer_declared_elementwise_and_rejected_otherwise():
 
     X, y = X_BIN, Y_BIN
     model = make_pipeline(FunctionTransformer(signed_log), LogisticRegression()).fit(X, y)
-    E = sklrp.LRPTransformer(FrozenEstimator(model)).fit(X, y).explain(X)
+    E = sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(model)).fit(X, y).explain(X)
     # element-wise steps pass relevance unchanged (Eq. (2.37))
-    np.testing.assert_allclose(E.relevance, signed_log(X) * np.where(E.target == 1, 1, -1)[:, None]
-                               * model[-1].coef_[0], rtol=1e-10)
+    np.testing.assert_allclose(
+        E.relevance, signed_log(X) * np.where(E.target == 1, 1, -1)[:, None] * model[-1].coef_[0], rtol=1e-10
+    )
 
     bad = make_pipeline(FunctionTransformer(lambda X: X[:, ::-1]), LogisticRegression()).fit(X, y)
     with pytest.raises(TypeError, match="only element-wise functions"):
-        sklrp.LRPTransformer(FrozenEstimator(bad)).fit(X, y)
+        sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(bad)).fit(X, y)
 
 
 def test_unsupported_step_names_class_and_lists_supported():
     X, y = X_BIN, Y_BIN
     model = make_pipeline(PolynomialFeatures(2), LogisticRegression()).fit(X, y)
-    with pytest.raises(TypeError, match="cannot explain a PolynomialFeatures step.*Supported: .*StandardScaler"):
-        sklrp.LRPTransformer(FrozenEstimator(model)).fit(X, y)
+    with pytest.raises(
+        TypeError, match="cannot explain a PolynomialFeatures step.*Supported: .*StandardScaler"
+    ):
+        sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(model)).fit(X, y)
     from sklearn.neighbors import KNeighborsClassifier
 
     with pytest.raises(TypeError, match="KNeighborsClassifier"):
-        sklrp.LRPTransformer(KNeighborsClassifier()).fit(X, y)
+        sklrp.LRPTransformer(device="cpu", estimator=KNeighborsClassifier()).fit(X, y)
     assert "StandardScaler" in sklrp.supported_steps()
 
 
 def test_sparse_coef_is_supported():
     X, y = X_BIN, Y_BIN
     model = LogisticRegression().fit(X, y)
-    dense = sklrp.LRPTransformer(FrozenEstimator(model)).fit(X, y).transform(X)
+    dense = sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(model)).fit(X, y).transform(X)
     model.sparsify()
-    sparse = sklrp.LRPTransformer(FrozenEstimator(model)).fit(X, y).transform(X)
+    sparse = sklrp.LRPTransformer(device="cpu", estimator=FrozenEstimator(model)).fit(X, y).transform(X)
     np.testing.assert_allclose(dense, sparse)
 
 
 def test_float32_on_cpu():
     X, y = X_MC, Y_MC
-    lrp = sklrp.LRPTransformer(LogisticRegression(), dtype="float32").fit(X, y)
+    lrp = sklrp.LRPTransformer(device="cpu", estimator=LogisticRegression(), dtype="float32").fit(X, y)
     E = lrp.explain(X)
-    ref = sklrp.LRPTransformer(LogisticRegression()).fit(X, y).explain(X)
+    ref = sklrp.LRPTransformer(device="cpu", estimator=LogisticRegression()).fit(X, y).explain(X)
     np.testing.assert_allclose(E.relevance, ref.relevance, rtol=1e-4, atol=1e-5)
     assert torch.float32 == lrp._config().dtype
