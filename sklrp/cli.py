@@ -297,11 +297,17 @@ def _audit_model(name, model, X, y, masks, image_shape, tmp, *, n_jobs, device, 
     t0 = time.perf_counter()
     Xm = _model_input(model, X)
     lrp = make_explainer(model, Xm, y, rule=rule, epsilon=epsilon, device=device)
-    target = "predicted" if y is None else y
+    from sklearn.base import is_classifier
+
+    classifier = is_classifier(model) or getattr(lrp, "classes_", None) is not None
+    # classifiers: explain the true class when labels are given; regressors: their (first) output
+    target = y if classifier and y is not None else "predicted"
     try:
         R, Rb, out, tgt, res = explain_parallel(lrp, Xm, target, n_jobs=n_jobs, verbose=verbose)
     except ValueError as exc:
         raise AuditError(f"cannot explain {name} on this data: {exc}") from None
+    if not classifier:
+        tgt = np.zeros(len(X), dtype=int)  # one group: SpRAy over all maps
     # skorch nets are float32 and do not cast numpy input themselves
     pred = model.predict(Xm.astype(np.float32) if hasattr(model, "module_") else Xm)
     maps = R.reshape((len(R),) + tuple(image_shape))
@@ -311,8 +317,8 @@ def _audit_model(name, model, X, y, masks, image_shape, tmp, *, n_jobs, device, 
         "name": name,
         "model": _model_name(model),
         "n_samples": int(len(X)),
-        "explained": "true class (y)" if y is not None else "predicted class",
-        "accuracy": None if y is None else float(np.mean(pred == y)),
+        "explained": ("true class (y)" if y is not None else "predicted class") if classifier else "output 0",
+        "accuracy": float(np.mean(pred == y)) if classifier and y is not None else None,
         "rule": f"{rule} (epsilon={epsilon})" if rule == "epsilon" else str(rule),
         "conservation_max_abs_residual": float(np.abs(res).max()),
         "mean_output": float(out.mean()),
@@ -331,6 +337,20 @@ def _audit_model(name, model, X, y, masks, image_shape, tmp, *, n_jobs, device, 
         mean_fig = plotting.heatmap_grid(np.stack([maps[tgt == c].mean(0) for c in classes]),
                                          titles=[f"class {c}: mean R" for c in classes], normalize="map")
         sec["fig_mean_heatmaps"] = _savefig(mean_fig, tmp, f"{name}_mean_heatmaps.png", files)
+    else:  # tabular data: mean relevance of the most relevant features per class
+        flat = R.reshape(len(R), -1)
+        top = np.argsort(np.abs(flat).mean(0))[::-1][:20]
+        fig = plotting.Figure(figsize=(6, 0.25 * len(top) + 1.2))
+        ax = fig.add_subplot()
+        for k, c in enumerate(classes):
+            ax.barh(np.arange(len(top)) + 0.8 * k / len(classes), flat[tgt == c][:, top].mean(0),
+                    height=0.8 / len(classes), label=f"class {c}")
+        ax.set_yticks(np.arange(len(top)) + 0.4 - 0.4 / len(classes), [f"x{j}" for j in top])
+        ax.invert_yaxis()
+        ax.set_xlabel("mean relevance")
+        ax.legend(fontsize="small")
+        ax.set_title(f"{name}: most relevant features")
+        sec["fig_heatmaps"] = _savefig(fig, tmp, f"{name}_features.png", files)
 
     # heatmap quality: region perturbation, LRP vs sensitivity vs random
     sec["aopc"] = _aopc_section(name, model, lrp, Xm, R, tgt, image_shape, tmp, files, notes,

@@ -240,3 +240,23 @@ def test_explain_and_spray_under_dask_local_cluster(digits_lrp):
     for a, b in zip(spray_dask, spray_serial):
         assert a["class"] == b["class"]
         np.testing.assert_allclose(a["eigenvalues"], b["eigenvalues"], atol=1e-10)
+
+
+def test_audit_tabular_regressor(tmp_path):
+    """Tabular data and a regressor: feature bar chart, output 0 explained, one SpRAy group."""
+    from sklearn.datasets import load_diabetes
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sklrp.cli import audit
+
+    X, y = load_diabetes(return_X_y=True)
+    model = make_pipeline(StandardScaler(), Ridge()).fit(X, y)
+    s = audit({"ridge": model}, X[:60], y[:60], out=str(tmp_path / "rep"), rule="z", n_steps=5, aopc_samples=20)
+    (m,) = s["models"]
+    assert m["explained"] == "output 0" and m["accuracy"] is None
+    assert m["fig_heatmaps"] == "ridge_features.png"
+    assert m["conservation_max_abs_residual"] < 1e-8
+    assert [r["class"] for r in m["spray"]["classes"]] == [0]
+    assert m["aopc"]["scores"]["LRP"] > m["aopc"]["scores"]["random"]
