@@ -372,3 +372,35 @@ def test_pipeline_rejects_bad_images():
         lrp.explain(np.full((1, 40, 40), np.inf))
     with pytest.raises(ValueError, match="fitted on images of shape"):
         lrp.explain(np.zeros((1, 40, 41)))
+
+
+# -- scikit-learn conventions -------------------------------------------------------------------
+# sklearn's check suite skips estimators whose input tag is three_d_array only ("Can't test estimator
+# ... which requires input of type ..."); the conventions it would check are tested directly below.
+def _stages():
+    from sklrp.bow import FisherVectorEncoder
+
+    return [DenseSIFT(scales=(1.5,), steps=(4,), backend="numpy"), BoWEncoder(n_words=4, random_state=0),
+            FisherVectorEncoder(2, random_state=0)]
+
+
+@pytest.mark.parametrize("est", _stages(), ids=lambda e: type(e).__name__)
+def test_stage_conventions(descriptors, est):
+    import pickle
+
+    from sklearn.base import clone
+
+    X, _, Xt = descriptors
+    data = X if isinstance(est, DenseSIFT) else Xt
+    params = est.get_params()
+    c = clone(est)
+    assert c.get_params() == params and not hasattr(c, "n_features_in_")
+    with pytest.raises(NotFittedError):
+        c.transform(data)
+    assert c.fit(data) is c
+    assert c.get_params() == params  # fit does not change parameters
+    out = c.transform(data[:2])
+    again = pickle.loads(pickle.dumps(c)).transform(data[:2])
+    np.testing.assert_array_equal(out, again)
+    np.testing.assert_allclose(c.fit_transform(data)[:2], out)
+    assert c.__sklearn_tags__().input_tags.three_d_array
