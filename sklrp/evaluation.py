@@ -793,9 +793,9 @@ def perturbation_curve(
 def _run_curves(scorer, g, scores, weights, n_steps, order, n_repeats, rng, batch_size, verbose):
     n = scores.shape[0]
     curves = np.empty((n, n_steps + 1))
-    per_batch = max(
-        1, batch_size // (n_repeats * (n_steps + 1))
-    )  # samples whose whole curves fit in one call
+    # up to batch_size rows per step: the per-step work is vectorised over many samples, and
+    # short rows are grouped into calls of several steps (about batch_size rows per call)
+    per_batch = max(1, batch_size // n_repeats)
     batches = [np.arange(i, min(i + per_batch, n)) for i in range(0, n, per_batch)]
     if verbose:
         from tqdm.auto import tqdm
