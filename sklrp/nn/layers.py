@@ -52,30 +52,37 @@ def _propagate(rule, lmap, x, relevance):
       ``torch.where`` instead of helper tensors (the layer output ``z`` is reused).
     * alpha-beta on non-negative inputs (below a ReLU): the terms of Eq. (2.25)
       with ``x-`` vanish, so ``z+_j = sum_i x_i w+_ij + b+_j`` and ``z-_j = sum_i x_i
-      w-_ij + b-_j``; this halves the convolutions.
+      w-_ij + b-_j``; this halves the convolutions (z+, ``beta = 0``: a quarter of them).
 
     Results are identical to ``rule.propagate`` (tested against loop references).
     """
     if type(rule) in (Z, Epsilon):
         z = lmap.output(x)
         if type(rule) is Epsilon and rule.epsilon > 0:
-            s = relevance / torch.where(z >= 0, z + rule.epsilon, z - rule.epsilon)  # sign(0) = +1
+            s = torch.where(z >= 0, z + rule.epsilon, z - rule.epsilon)  # sign(0) = +1
+            torch.div(relevance, s, out=s)  # in place: these tensors are the size of the activations
         else:
             s = torch.where(z == 0, 0.0, relevance / z)  # 0/0 := 0
         bias = lmap.bias
         r_bias = x.new_zeros(x.shape[0]) if bias is None else s @ bias
-        return LayerRelevance(x * lmap.backward(s), r_bias)
+        return LayerRelevance(lmap.backward(s).mul_(x), r_bias)
     if not isinstance(rule, AlphaBeta) or bool((x < 0).any()):
         return rule.propagate(lmap, x, relevance)
-    zp, zn = lmap.forward(x, "pos"), lmap.forward(x, "neg")
     bias = lmap.bias
-    if bias is not None:
-        bp, bn = bias.clamp(min=0), bias.clamp(max=0)
-        zp, zn = zp + bp, zn + bn
-    sp = _safe_divide(rule.alpha * relevance, zp)
-    sn = _safe_divide(rule.beta * relevance, zn)
-    r_in = x * (lmap.backward(sp, "pos") + lmap.backward(sn, "neg"))
-    r_bias = x.new_zeros(x.shape[0]) if bias is None else sp @ bp + sn @ bn
+    bp, bn = (None, None) if bias is None else (bias.clamp(min=0), bias.clamp(max=0))
+    r_in, r_bias = None, x.new_zeros(x.shape[0])
+    for coef, view, b in ((rule.alpha, "pos", bp), (rule.beta, "neg", bn)):
+        if coef == 0:  # z+ (beta = 0): the negative part carries no relevance; skip its convolutions
+            continue
+        zpart = lmap.forward(x, view)
+        if b is not None:
+            zpart = zpart + b
+        spart = torch.where(zpart == 0, 0.0, relevance * coef / zpart)  # 0/0 := 0
+        back = lmap.backward(spart, view)
+        r_in = back if r_in is None else r_in + back
+        if b is not None:
+            r_bias = r_bias + spart @ b
+    r_in = torch.zeros_like(x) if r_in is None else r_in.mul_(x)
     return LayerRelevance(r_in, r_bias)
 
 
