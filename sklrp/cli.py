@@ -223,7 +223,8 @@ def _spray_template(image_shape, random_state):
 
     spatial = len(image_shape) >= 2 and image_shape[0] > 1
     pool = (20, 20) if spatial and image_shape[0] * image_shape[1] > 400 else None
-    return SpRAy(pool_shape=pool, map_shape=tuple(image_shape) if spatial else None, embedding="tsne", normalize="l2",
+    # no t-SNE here: it is computed only for the classes the report shows (see _spray_section)
+    return SpRAy(pool_shape=pool, map_shape=tuple(image_shape) if spatial else None, embedding=None, normalize="l2",
                  random_state=random_state)
 
 
@@ -264,7 +265,7 @@ def spray_per_class(relevance, groups, image_shape, *, n_jobs=None, min_samples=
 
         results = tqdm(results, total=len(classes), desc="SpRAy per class", unit="class")
     rows = []
-    for c, sp in zip(classes, results):
+    for sp, c in zip(results, classes):  # results first: tqdm sees the end
         ev = np.asarray(sp.eigenvalues_, dtype=float)
         rows.append({
             "class": c.item() if hasattr(c, "item") else c,
@@ -415,7 +416,7 @@ def _aopc_compute(ev, name, model, lrp, Xm, R, tgt, image_shape, tmp, files, not
 
         results = tqdm(results, total=len(tasks), desc="AOPC", unit="task")
     curves = {}
-    for ((label, _, _), _), c in zip(tasks, results):
+    for c, ((label, _, _), _) in zip(results, tasks):  # results first: tqdm sees the end
         curves.setdefault(label, []).append(c)
     curves = {k: np.concatenate(v) for k, v in curves.items()}
     # Eq. (3.7): mean over samples and steps of f(x^(0)) - f(x^(k))
@@ -484,6 +485,8 @@ def _spray_section(name, maps, images, tgt, image_shape, tmp, files, notes, *, n
             idx = keep[tgt[keep] == c]
             fig = plotting.plot_spectrum(sp, title=f"{name}, class {c}: eigenvalue spectrum").figure
             r["fig_spectrum"] = _savefig(fig, tmp, f"{name}_spectrum_class{c}.png", files)
+            # t-SNE on SpRAy's affinity graph (Algorithm 3, lines 12-13); same seed, same clusters
+            sp = sp.set_params(embedding="tsne").fit(maps[idx].reshape(len(idx), -1))
             if sp.embedding_ is not None:
                 fig = plotting.plot_embedding(sp.embedding_, sp.labels_, thumbnails=maps[idx],
                                               title=f"{name}, class {c}: t-SNE of relevance maps").figure
