@@ -10,8 +10,15 @@ from sklearn.svm import LinearSVC
 
 import sklrp
 from sklrp._propagate import RuleConfig, propagator_for
-from sklrp.bow import (N_GEOMETRY, BoWEncoder, DenseSIFT, DescriptorGeometry, has_vlfeat, project_to_pixels,
-                       split_descriptors)
+from sklrp.bow import (
+    N_GEOMETRY,
+    BoWEncoder,
+    DenseSIFT,
+    DescriptorGeometry,
+    has_vlfeat,
+    project_to_pixels,
+    split_descriptors,
+)
 from sklrp.bow._sift import _dsift_numpy
 from sklrp.rules import AlphaBeta, Epsilon, Flat, WSquare, Z
 

@@ -7,7 +7,13 @@ from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
 import sklrp
-from sklrp.bow import BoWEncoder, DenseSIFT, DescriptorReplacement, FisherVectorEncoder, PowerNormalizer
+from sklrp.bow import (
+    BoWEncoder,
+    DenseSIFT,
+    DescriptorReplacement,
+    FisherVectorEncoder,
+    PowerNormalizer,
+)
 from sklrp.datasets import make_shapes
 from sklrp.evaluation import aopc_score, perturbation_curve
 

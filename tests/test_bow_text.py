@@ -2,13 +2,15 @@
 
 import numpy as np
 import pytest
-from sklearn.feature_extraction.text import CountVectorizer, TfidfTransformer, TfidfVectorizer
+from sklearn.feature_extraction.text import (
+    CountVectorizer,
+    TfidfTransformer,
+    TfidfVectorizer,
+)
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import Normalizer
+from sklearn.preprocessing import FunctionTransformer, Normalizer
 from sklearn.svm import SVC, LinearSVC
-
-from sklearn.preprocessing import FunctionTransformer
 
 from sklrp.bow import explain_text, tokenize_with_positions
 from sklrp.kernels import intersection_kernel

@@ -13,7 +13,10 @@ SVM -> BoW/FV dimensions (Eqs. (2.72)-(2.74), (4.8)) -> descriptors (Eqs. (2.78)
 from ._bow import BoWEncoder, BoWEncoderPropagator
 from ._fisher import FisherVectorEncoder, FisherVectorPropagator, PowerNormalizer, PowerNormalizerPropagator
 from ._geometry import N_GEOMETRY, DescriptorGeometry, project_to_pixels, split_descriptors
+from ._replacement import DescriptorReplacement
 from ._sift import DenseSIFT, DenseSIFTPropagator, has_vlfeat
+from ._tiling import TiledExplanation, explain_tiled, tile_positions
+from .text import TextExplanation, TfidfTransformerPropagator, explain_text, tokenize_with_positions
 
 __all__ = [
     "DenseSIFT",
@@ -29,10 +32,12 @@ __all__ = [
     "split_descriptors",
     "project_to_pixels",
     "has_vlfeat",
+    "DescriptorReplacement",
+    "explain_tiled",
+    "TiledExplanation",
+    "tile_positions",
+    "explain_text",
+    "TextExplanation",
+    "TfidfTransformerPropagator",
+    "tokenize_with_positions",
 ]
-
-from ._replacement import DescriptorReplacement  # noqa: E402
-from ._tiling import TiledExplanation, explain_tiled, tile_positions  # noqa: E402
-from .text import TextExplanation, TfidfTransformerPropagator, explain_text, tokenize_with_positions  # noqa: E402
-
-__all__ += ["DescriptorReplacement", "explain_tiled", "TiledExplanation", "tile_positions", "explain_text", "TextExplanation", "TfidfTransformerPropagator", "tokenize_with_positions"]

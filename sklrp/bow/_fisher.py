@@ -232,8 +232,11 @@ class FisherVectorPropagator(Propagator):
     Empty dimensions (``gamma_k(l) = 0`` for all descriptors of the region) follow
     Eq. (2.79): ``R_d / |L_r|`` to each descriptor, on the dimension ``d`` refers to.
 
-    With the z-rule and no PCA the layer is conservative up to dimensions with
-    ``z_d = 0`` exactly: ``sum_l R_l = sum_d R_d``.
+    With the z-rule the layer is conservative up to dimensions with ``z_d = 0``
+    exactly: ``sum_l R_l = sum_d R_d``. A dimension whose ``z_d`` vanishes only up to
+    rounding (e.g. a GMM component sitting exactly on many identical descriptors, such
+    as the all-zero descriptors of flat image regions) makes the z-rule amplify
+    rounding errors; the epsilon rule (the thesis' choice, Appendix D.1.1) is safe.
     """
 
     accepts_nd = True

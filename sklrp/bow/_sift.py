@@ -12,7 +12,6 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-import torch
 from scipy.ndimage import gaussian_filter
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
