@@ -251,3 +251,52 @@ def test_scores_are_differentiable_when_asked(digits, cnn_lrp):
     assert g.shape == x.shape and g.abs().sum() > 0
     with torch.no_grad():
         np.testing.assert_allclose(s.detach().numpy(), head.scores(config.tensor(X[1300:1303]), config).numpy())
+
+
+def test_binary_classifier_and_regressor(digits):
+    from skorch import NeuralNetBinaryClassifier, NeuralNetRegressor
+
+    X, y = digits
+    Xb, yb = X[:300], (y[:300] >= 5)
+    torch.manual_seed(0)
+
+    class Single(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.seq = nn.Sequential(nn.Flatten(), nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 1))
+
+        def forward(self, x):
+            return self.seq(x).squeeze(-1)
+
+    binary = NeuralNetBinaryClassifier(Single, max_epochs=3, lr=0.01, optimizer=torch.optim.Adam, train_split=None,
+                                       verbose=0)
+    lrp_ = sklrp.LRPTransformer(binary, rule="z").fit(Xb, yb.astype(np.float32))
+    E1, E0 = lrp_.explain(Xb[:6], target=1), lrp_.explain(Xb[:6], target=0)
+    # one logit: class 0 explains -f(x), so its map is the negated map of class 1
+    np.testing.assert_allclose(E0.relevance, -E1.relevance, rtol=1e-10, atol=1e-12)
+    Ep = lrp_.explain(Xb[:6])
+    np.testing.assert_array_equal(Ep.target, lrp_.estimator_.predict(Xb[:6]))
+    assert np.all(Ep.output >= 0)
+
+    torch.manual_seed(0)
+    reg = NeuralNetRegressor(
+        nn.Sequential(nn.Flatten(), nn.Linear(64, 8), nn.Tanh(), nn.Linear(8, 1)),
+        max_epochs=2, lr=0.01, optimizer=torch.optim.Adam, train_split=None, verbose=0,
+    )
+    lrp_r = sklrp.LRPTransformer(reg, rule="z").fit(Xb, y[:300, None].astype(np.float32))
+    Er = lrp_r.explain(Xb[:4])
+    with torch.no_grad():
+        pred = lrp_r.estimator_.module_(torch.as_tensor(Xb[:4])).numpy().ravel()
+    np.testing.assert_allclose(Er.output, pred, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Er.relevance.reshape(4, -1).sum(1) + Er.bias_relevance + Er.residual, Er.output)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_float32_matches_cpu_float64(digits, cnn_lrp):
+    X, _ = digits
+    gpu = sklrp.LRPTransformer(FrozenEstimator(cnn_lrp.estimator_), **THESIS_COMPOSITE, device="auto").fit(X[:2])
+    assert gpu._config().device.type == "cuda" and gpu._config().dtype == torch.float32
+    r_gpu = gpu.transform(X[1300:1340])
+    r_cpu = cnn_lrp.transform(X[1300:1340])
+    np.testing.assert_allclose(r_gpu, r_cpu, rtol=1e-3, atol=1e-4 * np.abs(r_cpu).max())
+    assert next(cnn_lrp.estimator_.module_.parameters()).device.type == "cpu"  # the user's net did not move
