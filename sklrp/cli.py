@@ -867,6 +867,17 @@ def _parser():
 def _run_audit(args):
     verbose = not args.quiet
     _check_out(args.out)  # before any expensive work
+    if args.n_jobs == 0:
+        raise AuditError("--n-jobs must be a positive number of workers or negative (-1: all cores), not 0")
+    if args.device not in ("auto", "cpu"):
+        import torch
+
+        try:
+            dev = torch.device(args.device)
+        except (RuntimeError, TypeError):
+            raise AuditError(f"--device must be auto, cpu or cuda[:N], got {args.device!r}") from None
+        if dev.type == "cuda" and not torch.cuda.is_available():
+            raise AuditError(f"--device {args.device} was requested but CUDA is not available on this machine")
     for flag, value in (("--n-steps", args.n_steps), ("--region-size", args.region_size),
                         ("--demo-samples", args.demo_samples), ("--aopc-samples", args.aopc_samples)):
         if value < 1:

@@ -177,6 +177,15 @@ def test_cli_usage_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse's own usage errors also exit with 2
         main(["audit", "--n-jobs", "many"])
     assert exc.value.code == 2
+    code, err = _run(["audit", "--demo", "--n-jobs", "0", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "--n-jobs" in err
+    code, err = _run(["audit", "--demo", "--device", "tpu", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "--device" in err
+    import torch
+
+    if not torch.cuda.is_available():
+        code, err = _run(["audit", "--demo", "--device", "cuda", "--out", str(tmp_path / "r")], capsys)
+        assert code == 2 and "CUDA is not available" in err
     # a directory that is not a report is never overwritten
     (tmp_path / "keep").mkdir()
     (tmp_path / "keep" / "thesis.tex").write_text("precious")
