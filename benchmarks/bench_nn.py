@@ -85,9 +85,8 @@ def main(argv=None):
            "sklrp_eps": lambda: lrp(model, x, eps_only, target=weights).relevance}
     try:
         from zennit.attribution import Gradient
-        from zennit.composites import EpsilonAlpha2Beta1
-        from zennit.rules import Epsilon as ZEpsilon, Pass
-        from zennit.composites import LayerMapComposite, layer_map_base
+        from zennit.composites import EpsilonAlpha2Beta1, LayerMapComposite, layer_map_base
+        from zennit.rules import Epsilon as ZEpsilon
         from zennit.types import Linear as ZLinear
     except ImportError:
         Gradient = None

@@ -169,7 +169,7 @@ def ref_lrp(net, x, composite, weights):
                 R = ref_maxpool(pool_windows(m, tuple(a.shape[1:])), xa, R, composite.is_flat(position))
             elif isinstance(m, (nn.AvgPool2d, nn.AdaptiveAvgPool2d)):
                 R = ref_avgpool(pool_windows(m, tuple(a.shape[1:])), xa, R, composite.is_flat(position))
-            elif isinstance(m, nn.BatchNorm2d) or isinstance(m, nn.BatchNorm1d):  # Eq. (2.54)
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):  # Eq. (2.54)
                 C = a.shape[1]
                 s = (m.weight / torch.sqrt(m.running_var + m.eps)).detach().numpy()
                 beta = (m.bias - m.running_mean * m.weight / torch.sqrt(m.running_var + m.eps)).detach().numpy()
@@ -262,7 +262,7 @@ def test_conv1d_conv3d_match_loop_reference(dim, rule):
         k = net(x).shape[1]
     w = torch.randn(2, k, dtype=D)
     res = lrp(net, x, Composite(rule), target=w)
-    ref_r, ref_b = ref_lrp(net, x, Composite(rule), w)
+    ref_r, _ = ref_lrp(net, x, Composite(rule), w)
     np.testing.assert_allclose(res.relevance.numpy(), ref_r, rtol=1e-9, atol=1e-11)
 
 
@@ -272,7 +272,7 @@ def test_maxpool_ties_are_split_evenly():
     net = nn.Sequential(nn.MaxPool2d(3, stride=2, padding=1), nn.Flatten(), nn.Linear(9, 2)).to(D)
     x = torch.tensor(np.random.RandomState(0).randint(0, 3, size=(2, 1, 6, 6)), dtype=D)  # many ties
     res = lrp(net, x, Composite(Z()))
-    ref_r, ref_b = ref_lrp(net, x, Composite(Z()), one_hot_pred(net, x))
+    ref_r, _ = ref_lrp(net, x, Composite(Z()), one_hot_pred(net, x))
     np.testing.assert_allclose(res.relevance.numpy(), ref_r, rtol=1e-10, atol=1e-12)
     total = res.relevance.flatten(1).sum(1) + res.bias
     np.testing.assert_allclose(total.numpy(), res.output.numpy(), rtol=1e-10)

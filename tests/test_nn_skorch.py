@@ -3,16 +3,15 @@
 import numpy as np
 import pytest
 import torch
-from skorch import NeuralNetClassifier
 from sklearn.datasets import load_digits
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import GridSearchCV
+from skorch import NeuralNetClassifier
 from torch import nn
 
 import sklrp
-from sklrp.nn import THESIS_COMPOSITE, Composite, TorchModel, lrp
-from sklrp.rules import Z
+from sklrp.nn import THESIS_COMPOSITE, TorchModel, lrp
 
 torch.set_num_threads(1)
 
@@ -151,7 +150,7 @@ def test_torch_model_with_input_shape(digits, cnn_lrp):
 
 
 def test_float32_and_device_options(digits, cnn_lrp):
-    X, _ = digits
+    X = digits[0]
     r64 = cnn_lrp.transform(X[1300:1310])
     frozen = sklrp.LRPTransformer(FrozenEstimator(cnn_lrp.estimator_), **THESIS_COMPOSITE, dtype="float32",
                                   device="cpu", batch_size=3).fit(X[:3])
@@ -222,7 +221,7 @@ def test_verbose_progress_bar(digits, cnn_lrp, capsys):
 
 
 # ----------------------------------------------------------------------------- estimator checks
-from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
+from sklearn.utils.estimator_checks import parametrize_with_checks
 
 
 @parametrize_with_checks(

@@ -21,9 +21,10 @@ from torch import nn
 zennit = pytest.importorskip(
     "zennit", reason="zennit (peer comparison) is not installed here: run `make compare` (.venv-peers)"
 )
-from zennit.attribution import Gradient  # noqa: E402
-from zennit.canonizers import SequentialMergeBatchNorm  # noqa: E402
-from zennit.composites import (  # noqa: E402
+from zennit import rules as zr
+from zennit.attribution import Gradient
+from zennit.canonizers import SequentialMergeBatchNorm
+from zennit.composites import (
     EpsilonAlpha2Beta1,
     EpsilonAlpha2Beta1Flat,
     EpsilonPlus,
@@ -31,11 +32,10 @@ from zennit.composites import (  # noqa: E402
     LayerMapComposite,
     layer_map_base,
 )
-from zennit import rules as zr  # noqa: E402
-from zennit.types import Linear as ZLinear  # noqa: E402
+from zennit.types import Linear as ZLinear
 
-from sklrp.nn import Composite, fold_batchnorm, lrp  # noqa: E402
-from sklrp.rules import AlphaBeta, Epsilon, ZPlus  # noqa: E402
+from sklrp.nn import Composite, fold_batchnorm, lrp
+from sklrp.rules import AlphaBeta, Epsilon, ZPlus
 
 D = torch.float64
 TINY = 1e-30

@@ -17,17 +17,17 @@ from .heads import TorchModel, TorchNetHead
 from .merge import Add, Concat
 
 __all__ = [
-    "lrp",
-    "forward",
-    "attached",
-    "LRPResult",
-    "supported_layers",
-    "Composite",
-    "make_composite",
     "THESIS_COMPOSITE",
-    "fold_batchnorm",
     "Add",
+    "Composite",
     "Concat",
+    "LRPResult",
     "TorchModel",
     "TorchNetHead",
+    "attached",
+    "fold_batchnorm",
+    "forward",
+    "lrp",
+    "make_composite",
+    "supported_layers",
 ]

@@ -34,7 +34,7 @@ import torch
 
 from ..rules import Flat, Rule, make_rule
 
-__all__ = ["Composite", "THESIS_COMPOSITE", "composite_from_config"]
+__all__ = ["THESIS_COMPOSITE", "Composite", "composite_from_config"]
 
 THESIS_COMPOSITE = {"rule": "epsilon", "epsilon": 0.01, "conv_rule": "alphabeta", "alpha": 2.0, "beta": -1.0}
 

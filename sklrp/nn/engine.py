@@ -42,7 +42,7 @@ from . import layers
 from .composites import Composite
 from .merge import Add, Concat
 
-__all__ = ["attached", "forward", "logits", "lrp", "LRPResult", "supported_layers"]
+__all__ = ["LRPResult", "attached", "forward", "logits", "lrp", "supported_layers"]
 
 _LINEAR = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 _AVGPOOL = (nn.AvgPool1d, nn.AvgPool2d, nn.AvgPool3d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d,
@@ -351,7 +351,7 @@ def lrp(model: nn.Module, x: torch.Tensor, composite: Composite, target=None) ->
     """
     fp = forward(model, x, composite)
     scores = fp.scores
-    n, k = scores.shape
+    k = scores.shape[1]
     if target is None:
         weights = torch.nn.functional.one_hot(scores.argmax(1), k).to(scores)
     elif isinstance(target, str) and target == "all":

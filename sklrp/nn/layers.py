@@ -30,14 +30,14 @@ from ..rules import AlphaBeta, Epsilon, LayerRelevance, Z, _safe_divide
 from .maps import ConvMap, DenseLayerMap, FlatDiagonalMap, PoolMap
 
 __all__ = [
-    "linear_backward",
-    "conv_backward",
-    "avgpool_backward",
-    "maxpool_backward",
-    "batchnorm_backward",
-    "lrn_backward",
     "add_backward",
+    "avgpool_backward",
+    "batchnorm_backward",
+    "conv_backward",
+    "linear_backward",
+    "lrn_backward",
     "lrn_weights",
+    "maxpool_backward",
 ]
 
 

@@ -17,7 +17,7 @@ from torch.nn import grad as nn_grad
 
 from ..rules import LinearMap, _view
 
-__all__ = ["ConvMap", "PoolMap", "FlatDiagonalMap", "DenseLayerMap"]
+__all__ = ["ConvMap", "DenseLayerMap", "FlatDiagonalMap", "PoolMap"]
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_INPUT = {1: nn_grad.conv1d_input, 2: nn_grad.conv2d_input, 3: nn_grad.conv3d_input}
