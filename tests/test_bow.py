@@ -190,9 +190,10 @@ def _ref_regions(geo, levels):
     return np.array(cols).T
 
 
-def _ref_encode(enc, xt):
+def _ref_encode(enc, xt, codebook=None, normalize=True):
     geo, desc = xt[:, :N_GEOMETRY], xt[:, N_GEOMETRY:]
-    m = _ref_mapping(desc, enc.codebook_, enc.mapping, enc.n_nearest, enc.rank_base)
+    codebook = enc.codebook_ if codebook is None else codebook
+    m = _ref_mapping(desc, codebook, enc.mapping, enc.n_nearest, enc.rank_base)
     regions = _ref_regions(geo, enc.levels_)
     out = []
     for r in range(regions.shape[1]):
@@ -203,6 +204,8 @@ def _ref_encode(enc, xt):
             else:
                 out.append((sum(v ** enc.pooling for v in vals) / max(len(vals), 1)) ** (1 / enc.pooling))  # (2.65)
     out = np.array(out)
+    if not normalize:
+        return out, m, regions
     if enc.normalize == "l1":
         out = out / np.abs(out).sum()
     elif enc.normalize == "l2":
@@ -228,9 +231,9 @@ def test_bow_encoder_matches_loop_reference(descriptors, params):
         np.testing.assert_allclose(H[i], _ref_encode(enc, Xt[i])[0], atol=1e-12)
 
 
-def _ref_backward(enc, xt, R, rule):
+def _ref_backward(enc, xt, R, rule, codebook=None):
     """Eqs. (2.77)-(2.83) with loops over descriptors l and dimensions d."""
-    _, m, regions = _ref_encode(enc, xt)
+    _, m, regions = _ref_encode(enc, xt, codebook)
     n_desc, k = m.shape
     r_l = np.zeros(n_desc)
     for r in range(regions.shape[1]):
@@ -274,6 +277,33 @@ def test_bow_propagator_matches_loop_reference_and_conserves(descriptors, params
     for i in range(2):
         np.testing.assert_allclose(r_l[i], _ref_backward(enc, Xt[i], R[i].numpy(), rule), atol=1e-10)
     if isinstance(rule, Z):  # sum_l R_l = sum_d R_d, fallback included
+        np.testing.assert_allclose(r_l.sum(1), R.sum(1).numpy(), atol=1e-10)
+
+
+@pytest.mark.parametrize("rule", [Z(), Epsilon(0.05)])
+def test_per_scale_vocabularies(descriptors, rule):
+    """Section 2.4.3: one vocabulary and one BoW block per SIFT scale."""
+    _, _, Xt = descriptors
+    enc = BoWEncoder(n_words=10, per_scale=True, normalize="l1", pyramid=((1, 1), (2, 2)), random_state=0).fit(Xt)
+    bins = np.unique(Xt[..., 2])
+    assert len(enc.codebooks_) == len(bins) == 2
+    H = enc.transform(Xt[:2])
+    assert H.shape == (2, 2 * 5 * 10)
+    prop = propagator_for(enc)
+    cfg = RuleConfig(rule)
+    x = cfg.tensor(Xt[:2])
+    R = torch.randn(2, H.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    r_l = prop.backward(x, R, cfg).input[..., N_GEOMETRY:].sum(-1).numpy()
+    for i in range(2):
+        blocks, ref = [], np.zeros(Xt.shape[1])
+        for s, (b, cb) in enumerate(zip(bins, enc.codebooks_)):
+            sel = Xt[i, :, 2] == b
+            blocks.append(_ref_encode(enc, Xt[i][sel], cb, normalize=False)[0])
+            ref[sel] = _ref_backward(enc, Xt[i][sel], R[i, s * 50:(s + 1) * 50].numpy(), rule, cb)
+        full = np.concatenate(blocks)
+        np.testing.assert_allclose(H[i], full / full.sum(), atol=1e-12)
+        np.testing.assert_allclose(r_l[i], ref, atol=1e-10)
+    if isinstance(rule, Z):
         np.testing.assert_allclose(r_l.sum(1), R.sum(1).numpy(), atol=1e-10)
 
 

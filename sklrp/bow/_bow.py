@@ -60,6 +60,10 @@ class BoWEncoder(TransformerMixin, BaseEstimator):
     pyramid : sequence of (rows, cols), default=((1, 1),)
         Spatial pyramid, e.g. ``((1, 1), (2, 2), (3, 1))``; regions are assigned by
         descriptor centre.
+    per_scale : bool, default=False
+        One vocabulary and one block of dimensions per descriptor scale (bin size), as
+        Section 2.4.3 does ("for each local descriptor scale separately"); blocks are
+        ordered scale by scale (increasing bin size), then pyramid region.
     kmeans : {"minibatch", "full"}, default="minibatch"
         ``MiniBatchKMeans`` or ``KMeans``.
     max_descriptors : int, default=50000
@@ -68,12 +72,17 @@ class BoWEncoder(TransformerMixin, BaseEstimator):
 
     Attributes
     ----------
-    codebook_ : ndarray of shape (n_words, n_dims)
-        Cluster centres (visual words).
-    kmeans_ : KMeans or MiniBatchKMeans
-        The fitted clustering.
+    codebook_ : ndarray of shape (n_scales_ * n_words, n_dims)
+        Cluster centres (visual words), the scales' vocabularies stacked.
+    codebooks_ : list of ndarray of shape (n_words, n_dims)
+        One vocabulary per scale (a single one unless ``per_scale``).
+    scale_bins_ : ndarray
+        Bin size of each vocabulary's descriptors (NaN: all descriptors).
+    kmeans_ : list of KMeans or MiniBatchKMeans
+        The fitted clusterings.
     n_regions_ : int
-        Number of spatial-pyramid regions; the output has ``n_regions_ * n_words`` columns.
+        Number of spatial-pyramid regions; the output has
+        ``len(codebooks_) * n_regions_ * n_words`` columns.
 
     Examples
     --------
@@ -88,7 +97,8 @@ class BoWEncoder(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, n_words=128, *, mapping="soft_rank", n_nearest=4, rank_base=2.0, pooling=1.0,
-                 normalize="l1", pyramid=((1, 1),), kmeans="minibatch", max_descriptors=50000, random_state=None):
+                 normalize="l1", pyramid=((1, 1),), per_scale=False, kmeans="minibatch", max_descriptors=50000,
+                 random_state=None):
         self.n_words = n_words
         self.mapping = mapping
         self.n_nearest = n_nearest
@@ -96,6 +106,7 @@ class BoWEncoder(TransformerMixin, BaseEstimator):
         self.pooling = pooling
         self.normalize = normalize
         self.pyramid = pyramid
+        self.per_scale = per_scale
         self.kmeans = kmeans
         self.max_descriptors = max_descriptors
         self.random_state = random_state
@@ -135,19 +146,25 @@ class BoWEncoder(TransformerMixin, BaseEstimator):
         """
         levels = self._check_params()
         X = check_descriptor_array(X, "BoWEncoder")
-        desc = X[..., N_GEOMETRY:].reshape(-1, X.shape[2] - N_GEOMETRY)
         rng = check_random_state(self.random_state)
-        if len(desc) > self.max_descriptors:
-            desc = desc[rng.choice(len(desc), self.max_descriptors, replace=False)]
-        if len(desc) < self.n_words:
-            raise ValueError(f"BoWEncoder: {len(desc)} descriptors are too few for n_words={self.n_words}")
-        seed = rng.randint(np.iinfo(np.int32).max)
-        if self.kmeans == "full":
-            km = KMeans(self.n_words, n_init=1, random_state=seed)
-        else:
-            km = MiniBatchKMeans(self.n_words, n_init=3, random_state=seed, batch_size=2048)
-        self.kmeans_ = km.fit(desc)
-        self.codebook_ = np.asarray(km.cluster_centers_, dtype=float)
+        bins = np.unique(X[..., 2]) if self.per_scale else np.array([np.nan])
+        self.kmeans_, self.codebooks_ = [], []
+        for b in bins:
+            desc = X[..., N_GEOMETRY:] if np.isnan(b) else X[..., N_GEOMETRY:][X[..., 2] == b]
+            desc = desc.reshape(-1, X.shape[2] - N_GEOMETRY)
+            if len(desc) > self.max_descriptors:
+                desc = desc[rng.choice(len(desc), self.max_descriptors, replace=False)]
+            if len(desc) < self.n_words:
+                raise ValueError(f"BoWEncoder: {len(desc)} descriptors are too few for n_words={self.n_words}")
+            seed = rng.randint(np.iinfo(np.int32).max)
+            if self.kmeans == "full":
+                km = KMeans(self.n_words, n_init=1, random_state=seed)
+            else:
+                km = MiniBatchKMeans(self.n_words, n_init=3, random_state=seed, batch_size=2048)
+            self.kmeans_.append(km.fit(desc))
+            self.codebooks_.append(np.asarray(km.cluster_centers_, dtype=float))
+        self.scale_bins_ = bins
+        self.codebook_ = np.concatenate(self.codebooks_)
         self.levels_ = levels
         self.n_regions_ = sum(r * c for r, c in levels)
         self.n_features_in_ = X.shape[1]
@@ -173,11 +190,19 @@ class BoWEncoder(TransformerMixin, BaseEstimator):
         p = float(self.pooling)
         return ((mem.T @ m.pow(p)) / count).pow(1.0 / p).reshape(-1)
 
+    def _scales(self, geo, config):
+        """(descriptor selector, codebook tensor) per vocabulary for one image's geometry."""
+        for b, cb in zip(self.scale_bins_, self.codebooks_):
+            sel = slice(None) if np.isnan(b) else torch.nonzero(geo[:, 2] == float(b)).flatten()
+            yield sel, config.tensor(cb)
+
     def _encode(self, x, config):
         geo, desc = x[..., :N_GEOMETRY], x[..., N_GEOMETRY:]
-        codebook = config.tensor(self.codebook_)
-        out = [self._pool(self._map(desc[i], codebook), region_members(geo[i], self.levels_))
-               for i in range(x.shape[0])]
+        out = []
+        for i in range(x.shape[0]):
+            blocks = [self._pool(self._map(desc[i][sel], cb), region_members(geo[i][sel], self.levels_))
+                      for sel, cb in self._scales(geo[i], config)]
+            out.append(torch.cat(blocks))
         return normalise_rows(torch.stack(out), self.normalize)
 
     def transform(self, X):
@@ -189,7 +214,7 @@ class BoWEncoder(TransformerMixin, BaseEstimator):
 
         Returns
         -------
-        ndarray of shape (n_images, n_regions_ * n_words)
+        ndarray of shape (n_images, len(codebooks_) * n_regions_ * n_words)
         """
         check_is_fitted(self, "codebook_")
         X = check_descriptor_array(X, "BoWEncoder", self.codebook_.shape[1])
@@ -254,12 +279,17 @@ class BoWEncoderPropagator(Propagator):
         check_pool_rule(config.rule, "BoWEncoder")
         st = self.step
         geo, desc = x[..., :N_GEOMETRY], x[..., N_GEOMETRY:]
-        codebook = config.tensor(st.codebook_)
         out = torch.zeros_like(x)
         for i in range(x.shape[0]):
-            m = st._map(desc[i], codebook)
-            members = region_members(geo[i], st.levels_)
-            zfn, bag = self._contributions(m, members, codebook.shape[0])
-            r_l = decompose_pool(zfn, m.shape[0], relevance[i], config.rule, bag, members)
-            out[i, :, N_GEOMETRY:] = (r_l / desc.shape[2])[:, None]
+            offset = 0
+            for sel, cb in st._scales(geo[i], config):
+                m = st._map(desc[i][sel], cb)
+                members = region_members(geo[i][sel], st.levels_)
+                width = members.shape[1] * cb.shape[0]
+                if m.shape[0]:  # an image without descriptors of this scale has nothing to give relevance to
+                    zfn, bag = self._contributions(m, members, cb.shape[0])
+                    r_l = decompose_pool(zfn, m.shape[0], relevance[i, offset:offset + width], config.rule, bag,
+                                         members)
+                    out[i, sel, N_GEOMETRY:] = (r_l / desc.shape[2])[:, None]
+                offset += width
         return LayerRelevance(out, x.new_zeros(x.shape[0]))
