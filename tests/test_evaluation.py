@@ -327,6 +327,28 @@ def test_headline_cnn_skorch(digits):
     assert a_lrp > a_sens > a_rand
 
 
+def test_pipeline_ending_in_skorch_net(digits):
+    # a preprocessing chain before a torch net: scores and gradients run through the whole chain
+    from sklearn.preprocessing import StandardScaler
+    from skorch import NeuralNetClassifier
+
+    Xtr, ytr, Xte, _ = digits
+    torch.manual_seed(0)
+    module = torch.nn.Sequential(
+        torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 10), torch.nn.Softmax(dim=1)
+    )
+    net = NeuralNetClassifier(module, max_epochs=3, lr=0.1, train_split=None, verbose=0)
+    pipe = make_pipeline(StandardScaler(), net).fit(Xtr[:400].astype(np.float32), ytr[:400])
+    Xs = Xte[:5].astype(np.float32)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe)).fit(Xs)
+    E = lrp.explain(Xs)
+    curves = sklrp.perturbation_curve(lrp, Xs, E.relevance, n_steps=3, perturbation="flip")
+    np.testing.assert_allclose(curves[:, 0], E.output, rtol=1e-10)
+    auto = sklrp.sensitivity_heatmap(lrp, Xs, method="autograd")
+    num = sklrp.sensitivity_heatmap(lrp, Xs, method="numerical", delta=1e-7)  # small: ReLU kinks
+    np.testing.assert_allclose(auto, num, rtol=1e-5, atol=1e-7)
+
+
 def test_plain_estimator_uses_target_decision_column(digits, pca_model):
     _, _, Xte, _ = digits
     lrp = sklrp.LRPTransformer(FrozenEstimator(pca_model)).fit(Xte)
