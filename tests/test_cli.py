@@ -269,3 +269,10 @@ def test_audit_tabular_regressor(tmp_path):
     assert m["conservation_max_abs_residual"] < 1e-8
     assert [r["class"] for r in m["spray"]["classes"]] == [0]
     assert m["aopc"]["scores"]["LRP"] > m["aopc"]["scores"]["random"]
+    # the numbers do not depend on the number of workers
+    with joblib.parallel_config(backend="threading"):
+        s2 = audit({"ridge": model}, X[:60], y[:60], out=str(tmp_path / "rep"), rule="z", n_steps=5,
+                   aopc_samples=20, n_jobs=2, perturbation="uniform")
+        s1 = audit({"ridge": model}, X[:60], y[:60], out=str(tmp_path / "rep"), rule="z", n_steps=5,
+                   aopc_samples=20, n_jobs=1, perturbation="uniform")
+    assert s1["models"][0]["aopc"]["scores"] == s2["models"][0]["aopc"]["scores"]
