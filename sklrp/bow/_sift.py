@@ -127,6 +127,7 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
         Descriptors whose area has a mean gradient magnitude (of the smoothed image)
         below this value are set to zero, as VLFeat's ``phow`` does: otherwise
         normalisation blows pixel noise in flat regions up to unit-length descriptors.
+        In units of intensity per pixel: images are expected in ``[0, 1]``.
     backend : {"auto", "vlfeat", "numpy"}, default="auto"
         ``"vlfeat"`` uses cyvlfeat's ``dsift(fast=True)`` (the real VLFeat, optional extra
         ``sklrp[vlfeat]``); ``"numpy"`` is the built-in equivalent (flat spatial window,
@@ -138,6 +139,8 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
         relevance of its 8 orientation dimensions over its ``b x b`` pixels (Appendix
         D.1.2; 16x finer when the encoder gives per-dimension relevance, Eq. (D.3)).
         Has no effect on ``transform``.
+    verbose : bool, default=False
+        Show a progress bar over images in ``transform``.
 
     Attributes
     ----------
@@ -173,13 +176,14 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
     """
 
     def __init__(self, scales=(2.0, 3.0), steps=(6, 9), magnif=3.0, contrast_threshold=0.005, backend="auto",
-                 pixel_mapping="descriptor"):
+                 pixel_mapping="descriptor", verbose=False):
         self.scales = scales
         self.steps = steps
         self.magnif = magnif
         self.contrast_threshold = contrast_threshold
         self.backend = backend
         self.pixel_mapping = pixel_mapping
+        self.verbose = verbose
 
     def _check_images(self, X, reset):
         if isinstance(X, (list, tuple)):
@@ -273,7 +277,12 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "image_shape_")
         X = self._check_images(X, reset=False)
         out = np.empty((X.shape[0], self.n_descriptors_, N_GEOMETRY + 16 * _N_ORI))
-        for i, img in enumerate(X):
+        images = X
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            images = tqdm(X, desc="DenseSIFT", unit="image")
+        for i, img in enumerate(images):
             g, d = self._describe(img)
             out[i, :, :N_GEOMETRY], out[i, :, N_GEOMETRY:] = g, d
         return out
