@@ -293,6 +293,8 @@ def _savefig(fig, tmp, name, files):
 def _audit_model(name, model, X, y, masks, image_shape, tmp, *, n_jobs, device, rule, epsilon,
                  n_steps, region_size, perturbation, aopc_samples, max_spray_samples, random_state, verbose, ground_truth=None):
     """Explain, evaluate and SpRAy one model; returns its summary dict and its figures."""
+    from matplotlib.figure import Figure
+
     from . import plotting
 
     t0 = time.perf_counter()
@@ -341,7 +343,7 @@ def _audit_model(name, model, X, y, masks, image_shape, tmp, *, n_jobs, device, 
     else:  # tabular data: mean relevance of the most relevant features per class
         flat = R.reshape(len(R), -1)
         top = np.argsort(np.abs(flat).mean(0))[::-1][:20]
-        fig = plotting.Figure(figsize=(6, 0.25 * len(top) + 1.2))
+        fig = Figure(figsize=(6, 0.25 * len(top) + 1.2))
         ax = fig.add_subplot()
         for k, c in enumerate(classes):
             ax.barh(np.arange(len(top)) + 0.8 * k / len(classes), flat[tgt == c][:, top].mean(0),
@@ -882,6 +884,12 @@ def _parser():
 def _run_audit(args):
     verbose = not args.quiet
     _check_out(args.out)  # before any expensive work
+    try:
+        from .rules import make_rule
+
+        make_rule(args.rule, epsilon=args.epsilon)
+    except (ValueError, TypeError) as exc:
+        raise AuditError(f"--rule/--epsilon: {exc}") from None
     if args.n_jobs == 0:
         raise AuditError("--n-jobs must be a positive number of workers or negative (-1: all cores), not 0")
     if args.device not in ("auto", "cpu"):

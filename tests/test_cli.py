@@ -179,6 +179,8 @@ def test_cli_usage_errors(tmp_path, capsys):
     assert exc.value.code == 2
     code, err = _run(["audit", "--demo", "--n-jobs", "0", "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "--n-jobs" in err
+    code, err = _run(["audit", "--demo", "--rule", "bogus", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "--rule" in err
     code, err = _run(["audit", "--demo", "--device", "tpu", "--out", str(tmp_path / "r")], capsys)
     assert code == 2 and "--device" in err
     import torch
