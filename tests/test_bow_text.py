@@ -95,3 +95,21 @@ def test_text_bad_input():
     good = make_pipeline(CountVectorizer(), LinearSVC()).fit(docs, y)
     with pytest.raises(ValueError, match="iterable of strings"):
         explain_text(good, "a single string")
+
+
+def test_tfidf_transformer_propagator_is_exact_passthrough():
+    import torch
+
+    from sklrp._propagate import RuleConfig, propagator_for
+    from sklrp.rules import Z
+
+    docs, _ = _corpus(30)
+    counts = CountVectorizer().fit_transform(docs).toarray().astype(float)
+    tfidf = TfidfTransformer(sublinear_tf=True).fit(counts)
+    prop = propagator_for(tfidf)
+    cfg = RuleConfig(Z())
+    x = cfg.tensor(counts[:4])
+    np.testing.assert_allclose(prop.forward(x, cfg).numpy(), tfidf.transform(counts[:4]).toarray(), atol=1e-12)
+    R = torch.randn(4, counts.shape[1], dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = prop.backward(x, R, cfg)
+    assert torch.equal(out.input, R) and float(out.bias.abs().sum()) == 0.0
