@@ -143,6 +143,13 @@ def explain_text(pipeline, documents, *, target="predicted", y=None, reference_d
     -------
     TextExplanation
 
+    Notes
+    -----
+    Terms absent from a document carry no relevance with linear and sum-decomposable
+    kernels (``R_d`` vanishes with ``x_d``). A Taylor decomposition (RBF / chi2 kernels)
+    may give them some: it stays in ``term_relevance`` (the model using the *absence* of
+    a word, cf. Eq. (2.79)), as no token of the document can carry it.
+
     Examples
     --------
     >>> from sklearn.pipeline import make_pipeline
