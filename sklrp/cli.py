@@ -471,6 +471,8 @@ def _context_section(maps, masks, image_shape, tgt, notes):
 
 def _spray_section(name, maps, images, tgt, image_shape, tmp, files, notes, *, n_jobs, max_samples,
                    random_state, verbose, ground_truth):
+    from sklearn.base import clone
+
     from . import plotting
 
     try:
@@ -514,6 +516,10 @@ def _spray_section(name, maps, images, tgt, image_shape, tmp, files, notes, *, n
             fig = plotting.heatmap_grid(maps[idx][sel], ncols=min(8, len(sel)),
                                         titles=[f"cluster {sp.labels_[i]}" for i in sel])
             r["fig_clusters"] = _savefig(fig, tmp, f"{name}_clusters_class{c}.png", files)
+            if r["flagged"]:
+                # the same analysis on the inputs: a split that is not there is the model's doing
+                raw = clone(sp).set_params(embedding=None).fit(images[idx].reshape(len(idx), -1))
+                r["n_clusters_inputs"] = int(raw.n_clusters_)
             if ground_truth is not None:
                 gt = ground_truth[idx]
                 r["planted_per_cluster"] = [
@@ -571,6 +577,11 @@ def render_report(summary, files):
                  _fmt(s["aopc"]["scores"].get("LRP")) if s.get("aopc") else "–",
                  ", ".join(map(str, s["spray"]["flagged"])) if s.get("spray") else "–"]
                 for s in summary["models"]]
+    parts.append("<p>How to read this report: relevance maps show which pixels or features speak for (red) or "
+                 "against (blue) the explained class (Layer-wise Relevance Propagation). AOPC checks that these maps "
+                 "point at what the model really uses. SpRAy groups the maps of each class; a class whose maps "
+                 "split into several groups is flagged, since one of its strategies may be a spurious cue "
+                 "(a Clever Hans).</p>")
     parts += ["<h2 id='overview'>Overview</h2>",
               _table(["model", "estimator", "samples", "accuracy", "max |residual|", "AOPC (LRP)",
                       "flagged classes (SpRAy)"], overview)]
@@ -621,6 +632,12 @@ def render_report(summary, files):
                 if "fig_spectrum" not in r:
                     continue
                 parts.append(f"<h4>Class {e(str(r['class']))}{' (flagged)' if r['flagged'] else ''}</h4>")
+                if "n_clusters_inputs" in r:
+                    k_in = r["n_clusters_inputs"]
+                    parts.append(f"<p>SpRAy on the <em>input images</em> of this class finds {k_in} cluster(s)"
+                                 + (" &mdash; the split exists only in the relevance maps, i.e. in how the model "
+                                    "decides, not in what the images obviously show." if k_in == 1 else ".")
+                                 + "</p>")
                 if r.get("planted_per_cluster"):
                     parts.append(_table(["cluster", "size", "with planted watermark"],
                                         [[p["cluster"], p["size"], p["planted"]] for p in r["planted_per_cluster"]]))

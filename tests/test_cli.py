@@ -83,6 +83,9 @@ def test_demo_spray_flags_the_watermarked_class(demo_report):
     tagged = next(p for p in planted if p["planted"] == total)
     assert tagged["size"] <= total + 2
     assert "Flagged: class(es) 0" in page
+    # SpRAy on the raw images of class 0 does not split them: the tag is the model's strategy
+    assert ranked[0]["n_clusters_inputs"] == 1
+    assert "SpRAy on the <em>input images</em> of this class finds 1 cluster(s)" in page
 
 
 def test_demo_has_cnn_when_nn_is_available(demo_report):
