@@ -608,7 +608,7 @@ def render_report(summary, files):
         c = s.get("context_ratio")
         if c:
             parts.append(f"<h3 id='context-{n}'>Context ratio (Eq. (4.11))</h3>")
-            parts.append("<p>Mean positive relevance outside the object mask over that inside; "
+            parts.append("<p>Mean relevance outside the object mask over the mean relevance inside; "
                          "values near or above 1 mean the model relies on context.</p>")
             parts.append(_table(["class", "context ratio"],
                                 [[e(k), _fmt(v)] for k, v in c["per_class"].items()] + [["all", _fmt(c["mean"])]]))
