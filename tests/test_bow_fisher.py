@@ -28,7 +28,7 @@ def _images(n=5, size=36, seed=0):
 def descriptors():
     X = _images()
     # no contrast threshold: identical all-zero descriptors would put a GMM component exactly on them, whose
-    # z_d then vanish only up to rounding (see FisherVectorPropagator's note on the z-rule)
+    # z_d then vanish only up to rounding (see FisherVectorPropagator's note on the z-rule, expanded path)
     return DenseSIFT(scales=(1.5,), steps=(4,), contrast_threshold=0.0, backend="numpy").fit_transform(X)
 
 
@@ -270,11 +270,25 @@ def test_fv_dimension_relevance_with_bin_geometry_is_finer_and_conserves():
     for mapping in ("descriptor", "bins"):
         pipe[0].set_params(pixel_mapping=mapping)  # only changes the backward pass
         E = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z").fit(X, y).explain(X[:2])
-        # the factorised Psi(l) . c loses a few digits where z_d is small (z-rule): 1e-4, not 1e-7
-        np.testing.assert_allclose(E.relevance.sum((1, 2)) + E.bias_relevance, E.output, rtol=1e-4)
+        np.testing.assert_allclose(E.relevance.sum((1, 2)) + E.bias_relevance, E.output, rtol=1e-8)
         maps[mapping] = E.relevance
     # same total, different (finer) spatial distribution
     np.testing.assert_allclose(maps["bins"].sum((1, 2)), maps["descriptor"].sum((1, 2)), rtol=1e-10)
     assert not np.allclose(maps["bins"], maps["descriptor"])
     n_levels = [len(np.unique(np.round(m[0], 12))) for m in (maps["descriptor"], maps["bins"])]
     assert n_levels[1] > n_levels[0]
+
+
+@pytest.mark.parametrize("params", CONFIGS)
+def test_fv_expanded_path_matches_direct_path(descriptors, params):
+    """Large images use the (n_desc x K) @ (K x D) expansion; it agrees with explicit (l - mu) / sigma."""
+    enc = FisherVectorEncoder(3, random_state=0, **params).fit(descriptors)
+    cfg = RuleConfig(Epsilon(0.01))
+    x = cfg.tensor(descriptors[:2])
+    prop = propagator_for(enc)
+    R = torch.randn(prop.forward(x, cfg).shape, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    direct = prop.backward(x, R, cfg)
+    prop.direct_limit = 0
+    expanded = prop.backward(x, R, cfg)
+    np.testing.assert_allclose(expanded.input.numpy(), direct.input.numpy(), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(expanded.bias.numpy(), direct.bias.numpy(), rtol=1e-6, atol=1e-9)

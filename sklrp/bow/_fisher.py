@@ -218,11 +218,12 @@ class FisherVectorEncoder(TransformerMixin, BaseEstimator):
 class FisherVectorPropagator(Propagator):
     """Fisher-vector dimensions -> descriptors (Eqs. (4.9)-(4.10), (2.79), (D.3)).
 
-    ``z_ld = Psi(l)_d / |L_r|`` and ``z_d`` is the unnormalised FV. For the z- and
-    epsilon rules the relevance is computed without forming ``Psi(l)``:
-    ``R_l = sum_d z_ld c_d`` with ``c_d = R_d / stab(z_d)`` expands into products of the
-    ``(n_desc x K)`` posteriors with ``(K x D)`` matrices, so the cost is that of the
-    encoding itself. The result is per descriptor *dimension* (Eq. (D.3)); the
+    ``z_ld = Psi(l)_d / |L_r|`` and ``z_d = sum_l z_ld``. For the z- and epsilon rules
+    the relevance ``R_l = sum_d z_ld c_d`` with ``c_d = R_d / stab(z_d)`` is computed
+    without forming the ``(n_desc x FV-dim)`` matrix: up to ``n_desc * K * D = 2^25``
+    from ``u = (l - mu_k) / sigma_k`` in descriptor chunks, above that by expanding it
+    into products of the ``(n_desc x K)`` posteriors with ``(K x D)`` matrices (the
+    encoder's own cost; a few digits are lost where ``z_d`` is small). The result is per descriptor *dimension* (Eq. (D.3)); the
     Psi_pi part, which has no dimension, is spread evenly over the descriptor's
     dimensions. With PCA, per-dimension relevance goes back through the projection
     by the configured rule (Eq. (2.31)); the PCA mean absorbs relevance like a bias.
@@ -233,10 +234,11 @@ class FisherVectorPropagator(Propagator):
     Eq. (2.79): ``R_d / |L_r|`` to each descriptor, on the dimension ``d`` refers to.
 
     With the z-rule the layer is conservative up to dimensions with ``z_d = 0``
-    exactly: ``sum_l R_l = sum_d R_d``. A dimension whose ``z_d`` vanishes only up to
-    rounding (e.g. a GMM component sitting exactly on many identical descriptors, such
-    as the all-zero descriptors of flat image regions) makes the z-rule amplify
-    rounding errors; the epsilon rule (the thesis' choice, Appendix D.1.1) is safe.
+    exactly: ``sum_l R_l = sum_d R_d``. On the expanded path, a dimension whose ``z_d``
+    vanishes only up to rounding (e.g. a GMM component sitting exactly on many identical
+    descriptors, such as the all-zero descriptors of flat image regions) makes the
+    z-rule amplify rounding errors; the epsilon rule (the thesis' choice, Appendix
+    D.1.1) is safe.
     """
 
     accepts_nd = True
@@ -312,16 +314,33 @@ class FisherVectorPropagator(Propagator):
             live_k = scale > 0
             scale = torch.where(live_k, scale, torch.ones_like(scale))
             gs = g / scale
-            zmu, zsig = st._moments(gs, l, pi, mu, sigma, n_r)
+            # small problems: u = (l - mu) / sigma explicitly, in descriptor chunks (no cancellation);
+            # large ones: the expansion into (n_desc x K) @ (K x D) products, the encoder's own cost
+            direct = n_desc * len(pi) * dim <= self.direct_limit
+            if direct:
+                zmu, zsig = l.new_zeros(mu.shape), l.new_zeros(mu.shape)
+                for lo, hi, u in self._chunks(l, mu, sigma):
+                    w = gs[lo:hi, :, None]
+                    zmu += (w * u).sum(0)
+                    zsig += (w * (u * u - 1)).sum(0)
+                zmu, zsig = zmu / sq / n_r, zsig / (sq * math.sqrt(2)) / n_r
+            else:
+                zmu, zsig = st._moments(gs, l, pi, mu, sigma, n_r)
             r_pi, r_mu, r_sig = self._split(rel)
             live = live_k[:, None].to(l.dtype)
             c_mu = coefficients(r_mu, zmu, scale[:, None]) * live
             c_sig = coefficients(r_sig, zsig, scale[:, None]) * live
-            # sum_k gamma_k [ (l - mu)/sigma c_mu + ((l - mu)^2/sigma^2 - 1) c_sig / sqrt2 ] / sqrt(pi), expanded
-            a = c_mu / sigma / sq
-            b = c_sig / sigma**2 / (sq * math.sqrt(2))
-            cc = c_sig / (sq * math.sqrt(2))
-            per_dim = l * (gs @ a) + l * l * (gs @ b) - 2 * l * (gs @ (mu * b)) + gs @ (mu * mu * b - mu * a - cc)
+            if direct:
+                per_dim = torch.empty_like(l)
+                am, asg = (c_mu / sq)[None], (c_sig / (sq * math.sqrt(2)))[None]
+                for lo, hi, u in self._chunks(l, mu, sigma):
+                    per_dim[lo:hi] = (gs[lo:hi, :, None] * (u * am + (u * u - 1) * asg)).sum(1)
+            else:
+                # sum_k gamma_k [(l - mu)/sigma c_mu + ((l - mu)^2/sigma^2 - 1) c_sig / sqrt2] / sqrt(pi), expanded
+                a = c_mu / sigma / sq
+                b = c_sig / sigma**2 / (sq * math.sqrt(2))
+                cc = c_sig / (sq * math.sqrt(2))
+                per_dim = l * (gs @ a) + l * l * (gs @ b) - 2 * l * (gs @ (mu * b)) + gs @ (mu * mu * b - mu * a - cc)
             if r_pi is not None:
                 z_pi_l = (g - pi[None] * memf) / pi.sqrt()[None]  # n_r * z_ld, Eq. (4.1)
                 c_pi = coefficients(r_pi, z_pi_l.sum(0) / n_r, 1.0)
@@ -333,6 +352,16 @@ class FisherVectorPropagator(Propagator):
                 spread = (r_mu[dead].sum(0) + r_sig[dead].sum(0)) / n_r
                 out += memf * spread[None]
         return out
+
+    #: largest n_desc * K * D handled with explicit (l - mu) / sigma (memory per chunk is bounded separately)
+    direct_limit = 1 << 25
+
+    @staticmethod
+    def _chunks(l, mu, sigma, budget=1 << 22):
+        step = max(1, budget // (mu.shape[0] * mu.shape[1]))
+        for lo in range(0, l.shape[0], step):
+            hi = min(lo + step, l.shape[0])
+            yield lo, hi, (l[lo:hi, None, :] - mu[None]) / sigma[None]
 
     def _generic(self, l, members, relevance, rule, params):
         st = self.step
