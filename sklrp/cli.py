@@ -41,6 +41,7 @@ import numpy as np
 __all__ = ["main", "audit", "explain_parallel", "AuditError"]
 
 _MAX_HEATMAPS = 16
+_MAX_FINITE_DIFF_CALLS = 5000
 _PERTURBATIONS = {
     "mean": "the data-set mean (removes information without adding energy)",
     "uniform": "uniform noise in the data range (Section 3.4.1)",
@@ -107,9 +108,11 @@ def _model_input(model, X):
     if n_in is None and getattr(model, "kernel", None) != "precomputed" and hasattr(model, "shape_fit_"):
         n_in = model.shape_fit_[1]  # SVC with a callable kernel sets no n_features_in_
     if n_in is None:
-        # torch nets (skorch) take the array as given; other estimators take flat rows
-        return X if hasattr(model, "module_") or X.ndim == 2 else X.reshape(len(X), -1)
+        # image stages (dense SIFT) and torch nets (skorch) take the array as given
+        return X
     d = int(np.prod(X.shape[1:]))
+    if X.ndim > 2 and n_in == X.shape[1] and d != n_in:
+        return X  # an image stage (e.g. dense SIFT) that records the second axis of (n, H, W)
     if d != n_in:
         raise AuditError(f"X has shape {X.shape} ({d} features per sample) but the model expects "
                          f"{n_in} features")
@@ -408,11 +411,20 @@ def _aopc_compute(ev, name, model, lrp, Xm, R, tgt, image_shape, tmp, files, not
     spatial = len(image_shape) >= 2 and image_shape[0] > 1
     kw = dict(region_size=region_size if spatial else 1, n_steps=n_steps, perturbation=perturbation,
               image_shape=tuple(image_shape) if spatial and X.ndim == 2 else None)
+    sens = None
     try:
-        sens = ev.sensitivity_heatmap(lrp, X, target=t)
-    except (ValueError, TypeError, RuntimeError) as exc:
-        notes.append(f"Sensitivity baseline not computed: {exc}")
-        sens = None
+        sens = ev.sensitivity_heatmap(lrp, X, target=t, method="autograd")
+    except (ValueError, TypeError, RuntimeError):
+        # not differentiable in torch: finite differences cost 2 * n_features model calls per sample
+        n_calls = 2 * X[0].size * len(X)
+        if n_calls <= _MAX_FINITE_DIFF_CALLS:
+            try:
+                sens = ev.sensitivity_heatmap(lrp, X, target=t, method="numerical")
+            except (ValueError, TypeError, RuntimeError) as exc:
+                notes.append(f"Sensitivity baseline not computed: {exc}")
+        else:
+            notes.append(f"Sensitivity baseline skipped: the model is not differentiable in torch and finite "
+                         f"differences would need {n_calls} model evaluations.")
     n_regions = int(np.prod([-(-s // kw["region_size"]) for s in image_shape[:2]])) if spatial else X[0].size
     kw["n_steps"] = min(n_steps, n_regions)
     methods = [("LRP", "morf", Rs), ("LRP (LeRF)", "lerf", Rs), ("random", "random", Rs)]
@@ -460,13 +472,30 @@ def _context_section(maps, masks, image_shape, tgt, notes):
     if ev is None or not hasattr(ev, "context_ratio"):
         notes.append("Context ratio not computed: sklrp.evaluation.context_ratio is not available.")
         return None
-    m = masks.reshape(maps.shape) if masks.size == maps.size else masks
+    if masks.size != maps.size:
+        raise AuditError(f"masks with shape {masks.shape} do not match the relevance maps {maps.shape}")
+    m = masks.reshape(maps.shape[:3]) if maps.ndim >= 3 else None
+    if m is None:
+        notes.append("Context ratio not computed: it needs image data (n, H, W).")
+        return None
+    # Eq. (4.11) needs pixels inside and outside the object; images without an object are skipped
+    flat = m.reshape(len(m), -1)
+    valid = flat.any(axis=1) & ~flat.all(axis=1)
+    if not valid.any():
+        notes.append("Context ratio not computed: no mask has pixels both inside and outside the object.")
+        return None
+    if not valid.all():
+        notes.append(f"Context ratio: {int((~valid).sum())} images without an object (or all object) skipped.")
     try:
-        mu = np.asarray(ev.context_ratio(maps, m), dtype=float)
+        mu = np.asarray(ev.context_ratio(maps[valid], m[valid]), dtype=float)
     except ValueError as exc:
         raise AuditError(f"masks do not fit the data: {exc}") from None
-    per_class = {str(c): float(np.nanmean(mu[tgt == c])) for c in np.unique(tgt)}
-    return {"mean": float(np.nanmean(mu)), "per_class": per_class}
+    mu[~np.isfinite(mu)] = np.nan
+    t = tgt[valid]
+    per_class = {str(c): float(np.nanmean(mu[t == c])) if np.isfinite(mu[t == c]).any() else None
+                 for c in np.unique(t)}
+    return {"mean": float(np.nanmean(mu)) if np.isfinite(mu).any() else None, "per_class": per_class,
+            "n_images": int(valid.sum())}
 
 
 def _spray_section(name, maps, images, tgt, image_shape, tmp, files, notes, *, n_jobs, max_samples,

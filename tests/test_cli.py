@@ -281,3 +281,28 @@ def test_audit_tabular_regressor(tmp_path):
         s1 = audit({"ridge": model}, X[:60], y[:60], out=str(tmp_path / "rep"), rule="z", n_steps=5,
                    aopc_samples=20, n_jobs=1, perturbation="uniform")
     assert s1["models"][0]["aopc"]["scores"] == s2["models"][0]["aopc"]["scores"]
+
+
+def test_audit_bow_pipeline_on_images_with_masks(tmp_path, capsys):
+    """An image pipeline (dense SIFT -> BoW -> SVM) takes (n, H, W) as given; empty masks are skipped."""
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import LinearSVC
+
+    from sklrp.bow import BoWEncoder, DenseSIFT
+    from sklrp.datasets import make_shapes
+
+    X, y, masks = make_shapes(50, image_size=40, radius=(5.0, 8.0), random_state=0)
+    pipe = make_pipeline(DenseSIFT(backend="numpy"), BoWEncoder(n_words=8, random_state=0), LinearSVC())
+    joblib.dump(pipe.fit(X[:30], y[:30]), tmp_path / "bow.joblib")
+    np.savez(tmp_path / "shapes.npz", X=X[30:], y=y[30:], masks=masks[30:] == 1)
+    out = tmp_path / "rep"
+    code, err = _run(["audit", str(tmp_path / "bow.joblib"), str(tmp_path / "shapes.npz"), "--out", str(out), "-q",
+                      "--aopc-samples", "6", "--n-steps", "4", "--region-size", "10"], capsys)
+    assert code == 0, err
+    (m,) = json.loads((out / "summary.json").read_text())["models"]
+    assert m["model"] == "Pipeline(DenseSIFT -> BoWEncoder -> LinearSVC)"
+    n_objects = int((masks[30:] == 1).reshape(20, -1).any(1).sum())
+    assert m["context_ratio"]["n_images"] == n_objects < 20
+    assert any("images without an object" in note for note in m["notes"])
+    assert any("Sensitivity baseline skipped" in note for note in m["notes"])  # finite differences: too costly
+    assert set(m["aopc"]["scores"]) >= {"LRP", "random"}
