@@ -201,3 +201,10 @@ def test_no_pyplot_figures_are_left_open():
     heatmap(np.ones((2, 2)))
     plot_spectrum([0, 1, 2])
     assert plt.get_fignums() == []
+
+
+def test_docstring_examples():
+    import doctest
+
+    result = doctest.testmod(plotting, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted > 10 and result.failed == 0
