@@ -150,8 +150,8 @@ class MinMaxScalerPropagator(_ElementwiseAffinePropagator):
 class NormalizerPropagator(_ElementwiseAffinePropagator):
     """``Normalizer``: ``z_d = x_d / ||x||`` with the per-sample norm held constant.
 
-    Each output depends on its own input only, so relevance passes through (up to
-    the epsilon stabiliser), as for the normalisation steps of Section 4.2.
+    Each output depends on its own input only, so relevance passes through unchanged
+    (exactly conservative), as for the normalisation steps of Section 4.2 (Eq. (4.8)).
     """
 
     def affine(self, x, config):
@@ -164,6 +164,11 @@ class NormalizerPropagator(_ElementwiseAffinePropagator):
             n = x.abs().amax(dim=1, keepdim=True)
         n = torch.where(n == 0, torch.ones_like(n), n)
         return (1.0 / n).expand_as(x), None
+
+    def backward(self, x, relevance, config):
+        # each output is its own input rescaled by a per-sample constant: relevance passes
+        # unchanged whatever the rule (a stabiliser would absorb most of it on rows of norm 1)
+        return LayerRelevance(relevance, x.new_zeros(x.shape[0]))
 
 
 @register((PCA, IncrementalPCA, TruncatedSVD))
