@@ -15,15 +15,24 @@ from sklrp.bow import (
     BoWEncoder,
     DenseSIFT,
     DescriptorGeometry,
+    has_opencv,
     has_vlfeat,
     project_to_pixels,
     split_descriptors,
 )
-from sklrp.bow._sift import _dsift_numpy
+from sklrp.bow._sift import (
+    _dsift_numpy,
+    _dsift_vlfeat,
+    _sift_normalise,
+    _sift_opencv_at,
+)
 from sklrp.rules import AlphaBeta, Epsilon, Flat, WSquare, Z
 
-BACKENDS = ["numpy", pytest.param("vlfeat", marks=pytest.mark.skipif(
-    not has_vlfeat(), reason="cyvlfeat not installed: VLFeat backend not exercised (make install-vlfeat)"))]
+needs_vlfeat = pytest.mark.skipif(
+    not has_vlfeat(), reason="cyvlfeat not installed: VLFeat backend not exercised (make install-vlfeat)")
+needs_opencv = pytest.mark.skipif(
+    not has_opencv(), reason="OpenCV not installed: OpenCV backend not exercised (pip install 'sklrp[opencv]')")
+BACKENDS = ["numpy", pytest.param("vlfeat", marks=needs_vlfeat), pytest.param("opencv", marks=needs_opencv)]
 
 
 def _images(n=6, size=40, seed=0):
@@ -118,6 +127,78 @@ def test_dense_sift_layout_and_geometry(backend):
     assert np.all(hit <= (covers | (np.abs(geo[0, :, 0] - 24) < 16)))
 
 
+def test_auto_backend_order(monkeypatch):
+    from sklrp.bow import _sift
+
+    X = np.zeros((1, 40, 40))
+    for vl, cv, expected in [(True, True, "vlfeat"), (False, True, "opencv"), (False, False, "numpy")]:
+        monkeypatch.setattr(_sift, "has_vlfeat", lambda vl=vl: vl)
+        monkeypatch.setattr(_sift, "has_opencv", lambda cv=cv: cv)
+        assert DenseSIFT(backend="auto").fit(X).backend_ == expected
+    with pytest.raises(ValueError, match="needs OpenCV"):
+        DenseSIFT(backend="opencv").fit(X)
+
+
+@needs_opencv
+def test_opencv_backend_has_the_numpy_geometry():
+    X = _images(2, 50)
+    a = DenseSIFT(scales=(1.5, 2.0), steps=(4, 6), backend="numpy").fit(X)
+    b = DenseSIFT(scales=(1.5, 2.0), steps=(4, 6), backend="opencv").fit(X)
+    ga, gb = a.geometry(), b.geometry()
+    assert a.n_descriptors_ == b.n_descriptors_
+    np.testing.assert_array_equal(ga.boxes(), gb.boxes())
+    np.testing.assert_array_equal(ga.bin_boxes(), gb.bin_boxes())
+    np.testing.assert_array_equal(ga.area(), gb.area())
+    # keypoints at integer pixels (OpenCV rounds them), half a pixel left of / above the box centre
+    np.testing.assert_allclose(gb.center - ga.center, -0.5)
+    geo, desc = split_descriptors(b.transform(X))
+    np.testing.assert_array_equal(geo[1, :, :2], gb.center)
+    np.testing.assert_array_equal(geo[0, :, 2], np.repeat(b.bin_sizes_, [np.sum(geo[0, :, 2] == s)
+                                                                           for s in b.bin_sizes_]))
+    norms = np.linalg.norm(desc, axis=2)
+    assert np.all((np.abs(norms - 1) < 1e-6) | (norms == 0)) and (norms > 0).any()
+    assert desc.min() >= 0
+
+
+def _descriptor_correlation(a, b):
+    keep = (np.linalg.norm(a, axis=1) > 0) & (np.linalg.norm(b, axis=1) > 0)
+    return np.mean([np.corrcoef(u, v)[0, 1] for u, v in zip(a[keep], b[keep])]), keep.sum()
+
+
+@needs_opencv
+def test_opencv_agrees_with_numpy_backend():
+    from sklrp.datasets import make_shapes
+
+    X = make_shapes(3, image_size=72, radius=(10, 16), random_state=0)[0]
+    a = DenseSIFT(scales=(2.0,), steps=(5,), backend="numpy").fit(X)
+    b = DenseSIFT(scales=(2.0,), steps=(5,), backend="opencv").fit(X)
+    da, db = split_descriptors(a.transform(X))[1], split_descriptors(b.transform(X))[1]
+    r, n = _descriptor_correlation(da.reshape(-1, 128), db.reshape(-1, 128))
+    assert n > 100 and r > 0.85  # measured 0.94: different windows, centres half a pixel apart
+    # with OpenCV's orientation bins left in its own (y up) order the agreement collapses
+    from sklrp.bow._sift import _OPENCV_ORIENTATION
+
+    flipped = db.reshape(-1, 16, 8)[:, :, _OPENCV_ORIENTATION].reshape(-1, 128)
+    assert _descriptor_correlation(da.reshape(-1, 128), flipped)[0] < 0.5
+
+
+@needs_opencv
+@needs_vlfeat
+def test_opencv_agrees_with_vlfeat_on_the_same_keypoints():
+    from scipy.ndimage import gaussian_filter
+
+    from sklrp.datasets import make_shapes
+
+    X = make_shapes(3, image_size=72, radius=(10, 16), random_state=0)[0]
+    rs = []
+    for img in X:
+        smooth = gaussian_filter(img, 2.0)
+        centre, dv = _dsift_vlfeat(smooth, 6, 5)  # VLFeat's own (integer) frame centres
+        do = _sift_opencv_at(smooth, centre, 6)
+        rs.append(_descriptor_correlation(_sift_normalise(dv), _sift_normalise(do))[0])
+    assert min(rs) > 0.95  # measured 0.976-0.994 (VLFeat fast: flat window; OpenCV: Gaussian window)
+
+
 def test_dense_sift_bad_input():
     sift = DenseSIFT(backend="numpy")
     with pytest.raises(NotFittedError):
@@ -133,7 +214,7 @@ def test_dense_sift_bad_input():
     with pytest.raises(ValueError, match="scales and steps"):
         DenseSIFT(scales=(1.0, 2.0), steps=(3,)).fit(np.zeros((1, 40, 40)))
     with pytest.raises(ValueError, match="backend"):
-        DenseSIFT(backend="opencv").fit(np.zeros((1, 40, 40)))
+        DenseSIFT(backend="skimage").fit(np.zeros((1, 40, 40)))
     sift.fit(np.zeros((1, 40, 40)))
     with pytest.raises(ValueError, match="fitted on images of shape"):
         sift.transform(np.zeros((1, 41, 40)))

@@ -14,7 +14,7 @@ from ._bow import BoWEncoder, BoWEncoderPropagator
 from ._fisher import FisherVectorEncoder, FisherVectorPropagator, PowerNormalizer, PowerNormalizerPropagator
 from ._geometry import N_GEOMETRY, DescriptorGeometry, project_to_pixels, split_descriptors
 from ._replacement import DescriptorReplacement
-from ._sift import DenseSIFT, DenseSIFTPropagator, has_vlfeat
+from ._sift import DenseSIFT, DenseSIFTPropagator, has_opencv, has_vlfeat
 from ._tiling import TiledExplanation, explain_tiled, tile_positions
 from .text import TextExplanation, TfidfTransformerPropagator, explain_text, tokenize_with_positions
 
@@ -31,6 +31,7 @@ __all__ = [
     "N_GEOMETRY",
     "split_descriptors",
     "project_to_pixels",
+    "has_opencv",
     "has_vlfeat",
     "DescriptorReplacement",
     "explain_tiled",
