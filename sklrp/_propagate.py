@@ -87,11 +87,14 @@ class HeadRelevance:
 
     ``relevance`` (n, d) at the head's input, ``bias`` (n,) absorbed by the model's
     bias, ``extras`` optional per-sample arrays (e.g. ``root_point``, ``residual``).
+    ``relevance_sum`` (n,), optional: ``relevance`` summed per sample, reported by heads
+    that computed it while the data was in cache (the caller sums otherwise).
     """
 
     relevance: torch.Tensor
     bias: torch.Tensor
     extras: dict = field(default_factory=dict)
+    relevance_sum: torch.Tensor | None = None
 
 
 class Head:
@@ -102,11 +105,20 @@ class Head:
     ``weights`` encode the target (one-hot for multi-class, +-1 for binary, the
     pairwise combination for one-vs-one SVMs, ...).
 
+    Two optional capabilities let a memory-bound head skip whole passes over the data
+    when it is the only step of the chain: ``scores_propagate_nonfinite = True`` says
+    that a NaN or inf in ``x`` always reaches ``scores`` (so the input check can look at
+    the scores), and ``writes_into = True`` says that :meth:`relevance` accepts
+    ``out=``, a preallocated tensor shaped like ``x`` to write the relevance into.
+
     The default target handling covers estimators with ``classes_`` whose score
     columns are ``decision_function``'s (one column for binary problems, positive
     for ``classes_[1]``; one column per class otherwise), and regressors whose
     columns are the outputs.
     """
+
+    scores_propagate_nonfinite = False
+    writes_into = False
 
     def __init__(self, step):
         self.step = step

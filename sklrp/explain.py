@@ -15,6 +15,7 @@ import torch
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, TransformerMixin, clone
 from sklearn.svm import LinearSVC
 from sklearn.utils import get_tags
+from sklearn.utils import assert_all_finite
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._propagate import RuleConfig, build_chain
@@ -258,6 +259,11 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
         self : LRPTransformer
         """
         config = self._config()
+        from .bow import text  # raw documents: the vectoriser is handled in sklrp.bow.text
+
+        if text.is_text_pipeline(self.estimator):
+            return text.fit_text_explainer(self, X, y, **fit_params)
+        self.text_explainer_ = None
         X = validate_data(self, X, reset=True, allow_nd=True, dtype=None)
         estimator = LinearSVC() if self.estimator is None else self.estimator
         self.estimator_ = clone(estimator).fit(X, y, **fit_params)
@@ -276,7 +282,9 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
     # -- explaining ------------------------------------------------------------
     def _validate_X(self, X):
         check_is_fitted(self, "chain_")
-        X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float64)
+        # Finiteness is checked per batch in explain(), while the batch is in cache: a separate
+        # pass over X would cost as much as a linear model's whole decision function.
+        X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float64, ensure_all_finite=False)
         if X.ndim > 2 and not self._chain_accepts_nd():
             raise ValueError(
                 f"{type(self.estimator_).__name__} expects 2-D input (n_samples, n_features); got X with "
@@ -315,7 +323,15 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
         Returns
         -------
         Explanation
+            For a pipeline starting with a word vectoriser (raw documents in), ``relevance``
+            is a sparse ``(n_documents, n_features)`` matrix over the vectoriser's columns and
+            ``extras["tokens"]`` holds the ``(token, position, relevance)`` of each
+            document's tokens (see :func:`sklrp.bow.explain_documents`).
         """
+        if getattr(self, "text_explainer_", None) is not None:
+            from .bow import text
+
+            return text.explain_documents(self, X, target=target, y=y)
         X = self._validate_X(X)
         target = self.target if target is None else target
         if y is not None:
@@ -326,28 +342,44 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
         body, head = self.chain_
         n = X.shape[0]
         all_labels = self._target_array(target, y, n)
-        single_batch = n <= self.batch_size
-        relevance = None if single_batch else np.empty(X.shape, dtype=np.float64)
+        # numpy's allocator asks the kernel for huge pages on large arrays; first-touch page faults
+        # of a fresh (n, d) torch tensor used to cost more than the whole decision function.
+        relevance = np.empty(X.shape, dtype=np.float64)
         bias_rel = np.zeros(n)
         output = np.zeros(n)
+        relevance_sum = np.zeros(n)
         targets, extras = [], {}
         batches = [slice(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
         if self.verbose:
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc="LRP", unit="batch")
+        # A lone memory-bound head (a linear model) may stream into the output and let its
+        # scores stand in for the input check: each saves a full pass over X.
+        lone_head = not body
+        check_scores = lone_head and head.scores_propagate_nonfinite
+        write_into = (lone_head and head.writes_into and self.bias == "keep" and config.device.type == "cpu"
+                      and config.dtype == torch.float64)
         with torch.no_grad():
             for batch in batches:
                 x = config.tensor(X[batch])
+                if not check_scores and not torch.isfinite(x.sum()):
+                    # sklearn's own check, for its error message (a finite sum that overflowed passes)
+                    assert_all_finite(X[batch], input_name="X")
                 acts = [x]
                 for prop in body:
                     acts.append(prop.forward(acts[-1], config))
                 scores = head.scores(acts[-1], config)
+                if check_scores and not torch.isfinite(scores).all():
+                    assert_all_finite(X[batch], input_name="X")
                 scores_np = scores.detach().cpu().numpy()
                 labels = head.predicted(scores_np) if all_labels is None else all_labels[batch]
                 weights = config.tensor(head.target_weights(labels, scores.shape[1]))
                 out = (weights * scores).sum(dim=1)
-                hr = head.relevance(acts[-1], weights, scores, config)
+                if write_into:
+                    hr = head.relevance(acts[-1], weights, scores, config, out=torch.from_numpy(relevance[batch]))
+                else:
+                    hr = head.relevance(acts[-1], weights, scores, config)
                 r, rb = hr.relevance, hr.bias
                 if self.bias == "uniform":
                     # reshape so n-D relevance (e.g. torch nets on images) broadcasts per sample
@@ -359,11 +391,12 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
                 for prop, a in zip(reversed(body), reversed(acts[:-1])):
                     step = prop.backward(a, r, config)
                     r, rb = step.input, rb + step.bias
-                r = r.detach().cpu().numpy().astype(np.float64, copy=False).reshape(X[batch].shape)
-                if single_batch:
-                    relevance = r  # no copy: the result already has the right shape
+                if hr.relevance_sum is not None and r is hr.relevance:
+                    relevance_sum[batch] = hr.relevance_sum.cpu().numpy()
                 else:
-                    relevance[batch] = r
+                    relevance_sum[batch] = r.reshape(r.shape[0], -1).sum(dim=1).cpu().numpy()
+                if not (write_into and r is hr.relevance):
+                    relevance[batch] = r.reshape(relevance[batch].shape).cpu().numpy()
                 bias_rel[batch] = rb.detach().cpu().numpy()
                 output[batch] = out.detach().cpu().numpy()
                 targets.append(np.asarray(labels))
@@ -372,7 +405,7 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
                         value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
                     )
         extras = {k: np.concatenate(v) for k, v in extras.items()}
-        residual = output - relevance.reshape(n, -1).sum(axis=1) - bias_rel
+        residual = output - relevance_sum - bias_rel
         return Explanation(
             relevance=relevance,
             bias_relevance=bias_rel,

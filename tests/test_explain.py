@@ -167,6 +167,49 @@ def test_nan_inf_rejected(fitted, value):
         fitted.transform(X)
 
 
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("pipeline", [False, True])
+def test_nonfinite_rejected_where_the_weight_is_zero(value, pipeline):
+    # a lone linear model checks its scores instead of X: inf * 0 and nan * 0 must still raise
+    X = np.c_[X_BIN, np.zeros(len(X_BIN))]
+    model = LogisticRegression(max_iter=1000, penalty="l1", solver="liblinear", C=0.5)
+    model = make_pipeline(StandardScaler(with_std=False), model) if pipeline else model
+    lrp = LRPTransformer(device="cpu", estimator=model).fit(X, Y_BIN)
+    assert lrp.estimator_[-1].coef_[0, -1] == 0 if pipeline else lrp.estimator_.coef_[0, -1] == 0
+    X_bad = X[:6].copy()
+    X_bad[4, -1] = value
+    with pytest.raises(ValueError, match="Input X contains (NaN|infinity)"):
+        lrp.explain(X_bad)
+
+
+def test_finite_input_that_overflows_a_sum_is_accepted():
+    # like scikit-learn: only NaN/inf entries are errors, not large finite values
+    lrp = LRPTransformer(device="cpu", estimator=LogisticRegression(max_iter=1000)).fit(X_BIN, Y_BIN)
+    X = X_BIN[:2].copy()
+    X[0, :2] = 1e308
+    E = lrp.explain(X)
+    assert np.isfinite(E.relevance[1]).all()
+
+
+@pytest.mark.parametrize("estimator", [LogisticRegression(max_iter=1000),
+                                       make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))])
+def test_streamed_and_generic_paths_agree(estimator):
+    # float64 on the CPU with bias="keep" writes into the result; float32 and bias modes do not
+    X, y = (X_BIN, Y_BIN)
+    fast = LRPTransformer(device="cpu", estimator=estimator, rule="z", batch_size=7).fit(X, y)
+    E = fast.explain(X)
+    slow = clone(fast).set_params(dtype="float32").fit(X, y).explain(X)
+    np.testing.assert_allclose(E.relevance, slow.relevance, rtol=1e-4, atol=1e-5)
+    uniform = clone(fast).set_params(bias="uniform").fit(X, y).explain(X)
+    if not hasattr(estimator, "steps"):
+        d = X.shape[1]
+        np.testing.assert_allclose(uniform.relevance, E.relevance + E.bias_relevance[:, None] / d, atol=1e-12)
+    np.testing.assert_allclose(uniform.relevance.sum(1) + uniform.bias_relevance, E.output, atol=1e-12)
+    np.testing.assert_allclose(E.residual, 0, atol=1e-12)
+    np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, E.output, atol=1e-12)
+    assert E.relevance.flags.c_contiguous and E.relevance.dtype == np.float64
+
+
 def test_wrong_n_features(fitted):
     with pytest.raises(ValueError, match="4 features"):
         fitted.transform(X_IRIS[:, :3])
