@@ -16,7 +16,15 @@ from ._geometry import N_GEOMETRY, DescriptorGeometry, project_to_pixels, split_
 from ._replacement import DescriptorReplacement
 from ._sift import DenseSIFT, DenseSIFTPropagator, has_opencv, has_vlfeat
 from ._tiling import TiledExplanation, explain_tiled, tile_positions
-from .text import TextExplanation, TfidfTransformerPropagator, explain_text, tokenize_with_positions
+from .text import (
+    TextExplanation,
+    TfidfTransformerPropagator,
+    explain_documents,
+    explain_text,
+    fit_text_explainer,
+    is_text_pipeline,
+    tokenize_with_positions,
+)
 
 __all__ = [
     "DenseSIFT",
@@ -37,7 +45,10 @@ __all__ = [
     "explain_tiled",
     "TiledExplanation",
     "tile_positions",
+    "explain_documents",
     "explain_text",
+    "fit_text_explainer",
+    "is_text_pipeline",
     "TextExplanation",
     "TfidfTransformerPropagator",
     "tokenize_with_positions",
