@@ -51,8 +51,14 @@ $(PEERSTAMP): pyproject.toml
 	$(PEERS)/bin/python -m pip install -q --no-deps -e .
 	touch $(PEERSTAMP)
 
-compare: $(PEERSTAMP)
-	$(PEERS)/bin/python -m pytest -p no:cacheprovider tests/test_nn_zennit.py -q
+# SKLRP_REQUIRE_PEERS=1 turns the test's importorskip into a hard import: here zennit must be present.
+.PHONY: peers compare-test
+peers: $(PEERSTAMP)
+
+compare-test: $(PEERSTAMP)
+	SKLRP_REQUIRE_PEERS=1 $(PEERS)/bin/python -m pytest -p no:cacheprovider tests/test_nn_zennit.py -q
+
+compare: compare-test
 	OMP_NUM_THREADS=2 $(PEERS)/bin/python benchmarks/bench_nn.py --quick
 
 # AOPC vs quantus.RegionPerturbation (quantus installs beside the peers' torch without changing it)
