@@ -132,6 +132,8 @@ def _image_shape(X, image_shape):
 def make_explainer(model, X, y=None, *, rule="epsilon", epsilon=1e-2, device="auto"):
     """An ``LRPTransformer`` for the fitted ``model``, prepared on ``X``.
 
+    The audit computes in float64 on every device: its report states conservation
+    (Eq. (2.12)) to rounding, which float32, the GPU default, would blur to ~1e-5.
     Raises :class:`AuditError` when sklrp cannot explain the model.
     """
     from sklearn.frozen import FrozenEstimator
@@ -140,7 +142,7 @@ def make_explainer(model, X, y=None, *, rule="epsilon", epsilon=1e-2, device="au
 
     if not hasattr(model, "predict") and not hasattr(model, "decision_function"):
         raise AuditError(f"{type(model).__name__} is not a fitted estimator (no predict/decision_function)")
-    lrp = LRPTransformer(FrozenEstimator(model), rule=rule, epsilon=epsilon, device=device)
+    lrp = LRPTransformer(FrozenEstimator(model), rule=rule, epsilon=epsilon, device=device, dtype="float64")
     try:
         lrp.fit(X, y)
     except TypeError as exc:  # the registry's "no propagator for ..." message
@@ -745,7 +747,7 @@ def audit(models, X, y=None, masks=None, *, out="audit-report", image_shape=None
     n_jobs : int, default=None
         joblib workers for explaining, AOPC and per-class SpRAy.
     device : str, default="auto"
-        Torch device of the LRP computation.
+        Torch device of the LRP computation (always in float64).
     rule, epsilon : LRP rule for intermediate linear steps (see :class:`sklrp.LRPTransformer`).
     n_steps, region_size : int
         Region perturbation: steps ``L`` and region size ``m`` (Eq. (3.6)).

@@ -16,7 +16,7 @@ def lrp():
     X, y, _ = make_shapes(40, image_size=48, radius=(6, 10), random_state=0)
     model = make_pipeline(DenseSIFT(scales=(1.5,), steps=(4,), backend="numpy"), BoWEncoder(16, random_state=0),
                           LinearSVC()).fit(X, y)
-    return sklrp.LRPTransformer(FrozenEstimator(model), rule="z").fit(X, y)
+    return sklrp.LRPTransformer(FrozenEstimator(model), rule="z", dtype="float64").fit(X, y)
 
 
 def test_tiles_are_averaged_like_a_loop(lrp):

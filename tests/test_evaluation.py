@@ -340,7 +340,7 @@ def test_pipeline_ending_in_skorch_net(digits):
     net = NeuralNetClassifier(module, max_epochs=3, lr=0.1, train_split=None, verbose=0)
     pipe = make_pipeline(StandardScaler(), net).fit(Xtr[:400].astype(np.float32), ytr[:400])
     Xs = Xte[:5].astype(np.float32)
-    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe)).fit(Xs)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), dtype="float64").fit(Xs)  # exact on a GPU too
     E = lrp.explain(Xs)
     curves = sklrp.perturbation_curve(lrp, Xs, E.relevance, n_steps=3, perturbation="flip")
     np.testing.assert_allclose(curves[:, 0], E.output, rtol=1e-10)
@@ -351,7 +351,7 @@ def test_pipeline_ending_in_skorch_net(digits):
 
 def test_plain_estimator_uses_target_decision_column(digits, pca_model):
     _, _, Xte, _ = digits
-    lrp = sklrp.LRPTransformer(FrozenEstimator(pca_model)).fit(Xte)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(pca_model), dtype="float64").fit(Xte)
     R = lrp.transform(Xte[:20])
     kw = dict(perturbation="flip", n_steps=5, value_range=(-1, 1))
     np.testing.assert_allclose(
@@ -449,7 +449,7 @@ def test_sensitivity_falls_back_to_finite_differences(digits):
     model = make_pipeline(FunctionTransformer(np.tanh), LogisticRegression(max_iter=300)).fit(
         Xtr[:300], ytr[:300]
     )
-    lrp = sklrp.LRPTransformer(FrozenEstimator(model)).fit(Xte[:5])
+    lrp = sklrp.LRPTransformer(FrozenEstimator(model), dtype="float64").fit(Xte[:5])
     S = sklrp.sensitivity_heatmap(lrp, Xte[:5])
     target = model.predict(Xte[:5])
     w = model[-1].coef_[np.searchsorted(model.classes_, target)]

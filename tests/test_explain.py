@@ -182,6 +182,7 @@ def test_nonfinite_rejected_where_the_weight_is_zero(value, pipeline):
         lrp.explain(X_bad)
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf in the residual
 def test_finite_input_that_overflows_a_sum_is_accepted():
     # like scikit-learn: only NaN/inf entries are errors, not large finite values
     lrp = LRPTransformer(device="cpu", estimator=LogisticRegression(max_iter=1000)).fit(X_BIN, Y_BIN)

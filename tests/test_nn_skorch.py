@@ -57,7 +57,8 @@ def _net(module, **kw):
 @pytest.fixture(scope="module")
 def cnn_lrp(digits):
     X, y = digits
-    return sklrp.LRPTransformer(_net(SmallCNN), **THESIS_COMPOSITE).fit(X[:1200], y[:1200])
+    # float64 everywhere: on a GPU machine "auto" would compute in float32 and blur the exact checks
+    return sklrp.LRPTransformer(_net(SmallCNN), **THESIS_COMPOSITE, dtype="float64").fit(X[:1200], y[:1200])
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_lrptransformer_fits_skorch_and_explains_conservatively(digits):
 def test_frozen_fitted_net_and_targets(digits, cnn_lrp):
     X, y = digits
     net = cnn_lrp.estimator_
-    frozen = sklrp.LRPTransformer(FrozenEstimator(net), **THESIS_COMPOSITE).fit(X[:5], y[:5])
+    frozen = sklrp.LRPTransformer(FrozenEstimator(net), **THESIS_COMPOSITE, dtype="float64").fit(X[:5], y[:5])
     np.testing.assert_allclose(frozen.transform(X[1300:1310]), cnn_lrp.transform(X[1300:1310]))
     E_true = frozen.explain(X[1300:1310], target="true", y=y[1300:1310])
     np.testing.assert_array_equal(E_true.target, y[1300:1310])
@@ -193,7 +194,8 @@ def test_bad_inputs(digits, cnn_lrp):
     with pytest.raises(TypeError, match="weighted"):
         sklrp.LRPTransformer(FrozenEstimator(cnn_lrp.estimator_), bias="weighted").fit(X[:2]).transform(X[:2])
     # bias="uniform" spreads the absorbed bias relevance over the pixels: conservation without bias term
-    E = sklrp.LRPTransformer(FrozenEstimator(cnn_lrp.estimator_), rule="z", bias="uniform").fit(X[:2]).explain(X[:4])
+    E = sklrp.LRPTransformer(FrozenEstimator(cnn_lrp.estimator_), rule="z", bias="uniform",
+                             dtype="float64").fit(X[:2]).explain(X[:4])
     np.testing.assert_allclose(E.relevance.reshape(4, -1).sum(1), E.output, rtol=1e-8, atol=1e-10)
 
 
@@ -249,7 +251,8 @@ def test_scores_are_differentiable_when_asked(digits, cnn_lrp):
         (g,) = torch.autograd.grad(s[:, 0].sum(), x)
     assert g.shape == x.shape and g.abs().sum() > 0
     with torch.no_grad():
-        np.testing.assert_allclose(s.detach().numpy(), head.scores(config.tensor(X[1300:1303]), config).numpy())
+        np.testing.assert_allclose(s.detach().cpu().numpy(),
+                                   head.scores(config.tensor(X[1300:1303]), config).cpu().numpy())
 
 
 def test_binary_classifier_and_regressor(digits):
