@@ -16,7 +16,6 @@ Usage::
 
 import argparse
 import io
-import time
 
 import matplotlib
 
@@ -29,15 +28,7 @@ from sklearn.svm import SVC  # noqa: E402
 from sklrp.cli import demo_data, explain_parallel, make_explainer  # noqa: E402
 from sklrp.kernels import intersection_kernel  # noqa: E402
 from sklrp.plotting import heatmap_grid  # noqa: E402
-
-
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from timing import best_of  # noqa: E402
 
 
 def plain_grid(maps):

@@ -17,7 +17,6 @@ Usage::
 """
 
 import argparse
-import time
 
 import numpy as np
 from sklearn.frozen import FrozenEstimator
@@ -25,15 +24,7 @@ from sklearn.svm import SVC
 
 import sklrp
 from sklrp.kernels import intersection_kernel
-
-
-def best_of(fn, repeats):
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+from timing import best_of
 
 
 def svc_with_support_vectors(kernel, n_sv, d, rng, sv_fraction=1.0, **params):
