@@ -386,16 +386,6 @@ def _aopc_section(name, model, lrp, Xm, R, tgt, image_shape, tmp, files, notes, 
     return _aopc_compute(ev, name, model, lrp, Xm, R, tgt, image_shape, tmp, files, notes, **kw)
 
 
-class _FixedMean:
-    """``g`` of Eq. (3.6) replacing a region by a fixed mean (picklable for joblib workers)."""
-
-    def __init__(self, mean):
-        self.mean = mean
-
-    def __call__(self, x_prev, mask, rng):
-        return np.where(mask, self.mean, x_prev)
-
-
 def _aopc_task(ev, f, X, relevance, target, order, seed, kw):
     return ev.perturbation_curve(f, X, relevance, target=target, order=order, random_state=seed, **kw)
 
@@ -436,7 +426,7 @@ def _aopc_compute(ev, name, model, lrp, Xm, R, tgt, image_shape, tmp, files, not
     # n_jobs, so the curves are the same for any number of workers
     kw["value_range"] = (float(X.min()), float(X.max()))
     if perturbation == "mean":
-        kw["perturbation"] = _FixedMean(X.mean(axis=0))
+        kw["perturbation"] = ev.MeanPerturbation(mean=X.mean(axis=0))
     chunks = np.array_split(np.arange(len(X)), -(-len(X) // 16))
     tasks = [(m, c) for m in methods for c in chunks if len(c)]
     jobs = (delayed(_aopc_task)(ev, lrp, X[c], rel[c], t[c], order, random_state + i, kw)

@@ -346,20 +346,38 @@ class FlipPerturbation(_Replacement):
 
 
 class MeanPerturbation(_Replacement):
-    """Replace a region by the data-set mean of each element (the mean of ``X`` passed in).
+    """Replace a region by the data-set mean of each element.
+
+    Parameters
+    ----------
+    mean : array-like of the shape of one sample, default=None
+        The mean to use; None takes the mean of the ``X`` passed to the curve. Pass it when
+        the curves of one data set are computed in chunks (e.g. by joblib workers), so that
+        every chunk removes information the same way.
 
     Examples
     --------
+    >>> import numpy as np
     >>> from sklrp.evaluation import MeanPerturbation
     >>> MeanPerturbation().random
     False
+    >>> MeanPerturbation(mean=np.zeros(4)).mean.shape
+    (4,)
     """
 
     random = False
 
+    def __init__(self, mean=None):
+        self.mean = mean
+
     def bind(self, X, grid, value_range):
         super().bind(X, grid, value_range)
-        self.mean_ = X.mean(axis=0)
+        if self.mean is None:
+            self.mean_ = X.mean(axis=0)
+        else:
+            self.mean_ = np.asarray(self.mean, dtype=float).reshape(-1)
+            if self.mean_.shape[0] != X.shape[1]:
+                raise ValueError(f"mean has {self.mean_.shape[0]} elements but a sample has {X.shape[1]}")
         return self
 
     def replacement(self, rows, rng):

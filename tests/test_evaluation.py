@@ -16,7 +16,7 @@ from sklearn.model_selection import GridSearchCV, cross_val_score
 from sklearn.pipeline import make_pipeline
 
 import sklrp
-from sklrp.evaluation import Perturbation, RegionGrid
+from sklrp.evaluation import MeanPerturbation, Perturbation, RegionGrid
 
 W4 = np.array([1.0, 2.0, 3.0, 4.0])
 
@@ -95,6 +95,21 @@ def test_closed_form_image_mean_with_partial_regions():
     np.testing.assert_allclose(curves[0], [36, 23, 15, 7, 0])
     # sample 1 (target fixed to the sum itself): sums -8, -7, -13, -8 -> r1, r0, r3, r2
     np.testing.assert_allclose(curves[1], [-36, -29, -21, -13, 0])
+
+
+def test_fixed_mean_makes_chunked_curves_equal_the_whole():
+    rng = np.random.RandomState(0)
+    X = rng.rand(6, 4, 4)
+    f = lambda Z: Z.sum(axis=(1, 2))  # noqa: E731
+    whole = sklrp.perturbation_curve(f, X, X, region_size=2, perturbation="mean")
+    fixed = MeanPerturbation(mean=X.mean(axis=0))
+    chunks = [sklrp.perturbation_curve(f, X[i:i + 2], X[i:i + 2], region_size=2, perturbation=fixed)
+              for i in range(0, 6, 2)]
+    np.testing.assert_allclose(np.concatenate(chunks), whole, rtol=1e-12)
+    own = sklrp.perturbation_curve(f, X[:2], X[:2], region_size=2, perturbation="mean")
+    assert not np.allclose(own, whole[:2])  # without it each chunk uses its own mean
+    with pytest.raises(ValueError, match="mean has 3 elements but a sample has 16"):
+        sklrp.perturbation_curve(f, X, X, region_size=2, perturbation=MeanPerturbation(mean=np.zeros(3)))
 
 
 # -- loop reference straight from Eqs. (3.4)-(3.6) ----------------------------------------------
