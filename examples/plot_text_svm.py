@@ -3,11 +3,13 @@
 Token relevance of a linear SVM on Bag-of-Words text
 =====================================================
 
-A linear SVM classifies short synthetic reviews from word counts. LRP gives the
-relevance of every vocabulary dimension (Eqs. (2.14)-(2.15)); splitting it
-equally over the occurrences of a word in the document maps it back to the
-tokens, which :func:`sklrp.plotting.highlight_text` colours in HTML (red: for
-the predicted class, blue: against it). The training data has an artefact --
+A linear SVM classifies short synthetic reviews from word counts. The whole
+pipeline, vectoriser included, goes into :class:`sklrp.LRPTransformer`, which
+then takes raw documents: LRP gives the relevance of every vocabulary dimension
+(Eqs. (2.14)-(2.15)) and splits it equally over the occurrences of the word in
+the document (Eq. (2.78) with one-hot word mappings), which
+:func:`sklrp.plotting.highlight_text` colours in HTML (red: for the predicted
+class, blue: against it). The training data has an artefact --
 most positive reviews end with the token ``via-site`` -- and the highlighting
 shows that the model learned it.
 
@@ -53,36 +55,33 @@ def review(label):
 n = 200 if SMALL else 1000
 y = rng.randint(0, 2, n)
 docs = [review(label) for label in y]
-vectorizer = CountVectorizer(token_pattern=r"[\w-]+").fit(docs)
-X = vectorizer.transform(docs).toarray().astype(float)
-model = make_pipeline(Normalizer(), LinearSVC(C=1.0)).fit(X[: n // 2], y[: n // 2])
-print(f"test accuracy: {model.score(X[n // 2:], y[n // 2:]):.2f}")
+train, test_docs = docs[: n // 2], docs[n // 2:]
+model = make_pipeline(CountVectorizer(token_pattern=r"[\w-]+"), Normalizer(), LinearSVC(C=1.0))
+model.fit(train, y[: n // 2])
+print(f"test accuracy: {model.score(test_docs, y[n // 2:]):.2f}")
 
 # %%
 # Relevance per vocabulary dimension, then per token
 # --------------------------------------------------
-lrp = sklrp.LRPTransformer(FrozenEstimator(model), rule="epsilon", epsilon=1e-6).fit(X)
+# ``explain`` on raw documents: ``relevance`` is a sparse (n_documents, n_terms) matrix and
+# ``extras["tokens"]`` the (token, position, relevance) of every token of each document
+lrp = sklrp.LRPTransformer(FrozenEstimator(model), rule="epsilon", epsilon=1e-6).fit(train)
 test = np.arange(n // 2, n // 2 + 6)
-E = lrp.explain(X[test])
-analyzer = vectorizer.build_analyzer()
-vocab = vectorizer.vocabulary_
+E = lrp.explain([docs[i] for i in test])
 pages = []
 for row, i in enumerate(test):
-    tokens = analyzer(docs[i])
-    counts = X[i]
-    # a word's relevance is shared equally by its occurrences: the tokens still sum to sum_d R_d
-    token_rel = [E.relevance[row, vocab[t]] / counts[vocab[t]] for t in tokens]
-    pages.append(highlight_text(tokens, token_rel, title=f"review {i}: label {y[i]}, explained class "
-                                f"{E.target[row]}, f(x) = {E.output[row]:.2f}"))
+    tokens, _, token_rel = zip(*E.extras["tokens"][row])  # the tokens sum to sum_d R_d
+    pages.append(highlight_text(list(tokens), list(token_rel), title=f"review {i}: label {y[i]}, explained "
+                                f"class {E.target[row]}, f(x) = {E.output[row]:.2f}"))
 html = "<html><body>" + "\n".join(pages) + "</body></html>"
 print(pages[0][:200], "...")
 
 # %%
 # Which words does the model rely on overall?
 # -------------------------------------------
-R_all = lrp.explain(X[n // 2:], target=1).relevance.mean(0)
+R_all = np.asarray(lrp.explain(test_docs, target=1).relevance.mean(axis=0)).ravel()
 order = np.argsort(R_all)
-words = vectorizer.get_feature_names_out()
+words = model[0].get_feature_names_out()
 top = np.r_[order[:6], order[-8:]]
 fig, ax = plt.subplots(figsize=(6, 4))
 ax.barh(words[top], R_all[top], color=np.where(R_all[top] > 0, "tab:red", "tab:blue"))
