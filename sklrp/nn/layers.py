@@ -23,11 +23,13 @@ sklrp.nn.Concat, Flatten     routing (Eq. (2.41))
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 
-from ..rules import AlphaBeta, Epsilon, LayerRelevance, Z, _safe_divide
-from .maps import ConvMap, DenseLayerMap, FlatDiagonalMap, PoolMap
+from ..rules import AlphaBeta, Epsilon, Z, _safe_divide
+from .maps import _CONV, ConvMap, DenseLayerMap, FlatDiagonalMap, PoolMap
 
 __all__ = [
     "add_backward",
@@ -45,60 +47,184 @@ def _flat(t):
     return t.reshape(t.shape[0], -1)
 
 
-def _propagate(rule, lmap, x, relevance):
-    """``rule.propagate`` with fewer tensor passes for the rules used most.
+# ----------------------------------------------------------------------------- fast linear-type steps
+# On CPUs torch's comparison, ``where``, ``masked_fill`` and ``any`` kernels run an order of
+# magnitude slower than plain arithmetic (boolean tensors are not vectorised), and every fresh
+# activation-sized tensor costs page faults. The hot paths below therefore use arithmetic only
+# (``copysign``, ``nan_to_num``, ``sign``), reduce with ``amin``, and write into buffers they own.
 
-    * z and epsilon (Eqs. (2.13), (2.22)): the same formula with scalar-valued
-      ``torch.where`` instead of helper tensors (the layer output ``z`` is reused).
-    * alpha-beta on non-negative inputs (below a ReLU): the terms of Eq. (2.25)
-      with ``x-`` vanish, so ``z+_j = sum_i x_i w+_ij + b+_j`` and ``z-_j = sum_i x_i
-      w-_ij + b-_j``; this halves the convolutions (z+, ``beta = 0``: a quarter of them).
 
-    Results are identical to ``rule.propagate`` (tested against loop references).
+def _div0(num, den, out=None):
+    """``num / den`` with every non-finite quotient set to 0, in two vectorised passes.
+
+    This is the 0/0 := 0 convention of the rules (a unit with ``z_j = 0`` passes no
+    relevance; the loop references in the tests skip such units) for ``R_j / 0`` as
+    well, and equals ``torch.where(den == 0, 0, num / den)`` wherever ``num`` is finite
+    and the quotient does not overflow. A NaN relevance (from a network whose output
+    is not finite) is set to 0 too, so check :attr:`LRPResult.output`. ``out`` may be
+    a (strided) view and may alias ``den``.
     """
+    return torch.div(num, den, out=out).nan_to_num_(0.0, 0.0, 0.0)
+
+
+def _epsilon_den(z, eps):
+    """``z + eps sign(z)`` (Eq. (2.22)) by ``copysign``, without boolean tensors.
+
+    The thesis takes ``sign(0) = +1``; ``copysign`` gives ``-eps`` at ``z = -0.0``. That
+    cannot change any relevance: a sum is ``-0.0`` only when all its terms are, so
+    every ``z_ij = x_i w_ij`` and ``b_j`` of such a unit is zero and its messages
+    ``x_i w_ij s_j`` and ``b_j s_j`` vanish whatever the sign of ``s_j``.
+    """
+    return torch.copysign(z.new_full((), eps), z).add_(z)
+
+
+class _LayerOp:
+    """A ``Linear`` or ``ConvNd`` layer's operator on shaped tensors, for the fast rule paths.
+
+    ``forward(x, w, b)`` runs the layer's operator with weight ``w`` and bias ``b``;
+    ``backward(s, w, x)`` its transpose (the input gradient of ``x -> x * w``), mapping
+    tensors shaped like the output (with ``w.shape[0]`` channels) to the input's
+    shape. ``stack(a, b)`` stacks two weights (or biases) along the output units so
+    that one operator call serves both (the parts of alpha-beta): per group for
+    grouped convolutions, so that output channel ``(g, part, k)`` is part ``part``
+    of channel ``k`` of group ``g``. A ``Linear`` layer works on ``(rows, features)``.
+    """
+
+    def __init__(self, module):
+        self.module = module
+        self.conv = isinstance(module, torch.nn.modules.conv._ConvNd)
+        self.groups = module.groups if self.conv else 1
+        self.weight, self.bias = module.weight, module.bias
+
+    def forward(self, x, w, b=None):
+        m = self.module
+        if not self.conv:
+            return F.linear(x, w, b)
+        return _CONV[x.ndim - 2](x, w, b, m.stride, m.padding, m.dilation, m.groups)
+
+    def backward(self, s, w, x):
+        """The transposed product ``sum_j w_ij s_j``; ``x`` is a tensor of the input's shape.
+
+        ``x``'s values are not used: passing the layer input (rather than an expanded
+        dummy, as ``torch.nn.grad.convNd_input`` does) spares the convolution a copy.
+        """
+        m = self.module
+        if not self.conv:
+            return s @ w
+        if isinstance(m.padding, str):  # 'same'/'valid' may pad asymmetrically: let autograd transpose
+            with torch.enable_grad():
+                x0 = s.new_zeros(x.shape, requires_grad=True)
+                (g,) = torch.autograd.grad(self.forward(x0, w), x0, s)
+            return g
+        d = s.ndim - 2
+        return torch.ops.aten.convolution_backward(
+            s, x, w, None, _tuple(m.stride, d), _tuple(m.padding, d), _tuple(m.dilation, d), False, [0] * d,
+            m.groups, (True, False, False))[0]
+
+    def stack(self, a, b):
+        g = self.groups
+        return torch.stack([a.unflatten(0, (g, -1)), b.unflatten(0, (g, -1))], dim=1).flatten(0, 2)
+
+    def stacked_buffer(self, z):
+        """Uninitialised ``(n, groups, 2, K / groups, *spatial)``; ``[:, :, p]`` is shaped like ``z`` grouped."""
+        n, k = z.shape[:2]
+        return z.new_empty((n, self.groups, 2, k // self.groups, *z.shape[2:]))
+
+    def grouped(self, z):
+        return z.unflatten(1, (self.groups, -1))
+
+    def bias_relevance(self, s, b):
+        """``sum_j s_j b_j`` per row, ``b`` per output channel (Eq. (2.16))."""
+        if b is None:
+            return s.new_zeros(s.shape[0])
+        if s.ndim > 2:
+            s = s.flatten(2).sum(dim=2)
+        return s @ b
+
+
+def _fast_rule(rule, op, x, z, relevance):
+    """Rules of Table 2.1 on a ``Linear``/``ConvNd`` layer with the least work; None if not covered.
+
+    ``x`` is the layer input, ``z`` its output (reused as ``z_j`` of Eqs. (2.13),
+    (2.22)), ``relevance`` shaped like ``z``. Returns ``(R_in, R_bias)``.
+
+    * z and epsilon (Eqs. (2.13), (2.22)): ``R_i = x_i sum_j w_ij s_j`` with
+      ``s_j = R_j / z_j`` or ``R_j / (z_j + eps sign z_j)``: one transposed product,
+      as for the gradient (Eq. (2.61)).
+    * alpha-beta (Eqs. (2.24)-(2.26)): ``z+_j = sum_i (x+_i w+_ij + x-_i w-_ij) + b+_j``
+      is one extra forward product (two when the input has both signs, i.e. an
+      input layer; below a ReLU ``x- = 0``), and ``z-_j = z_j - z+_j`` reuses the
+      layer's output ``z_j`` (Eq. (2.25): ``z_ij = z+_ij + z-_ij``). The transposed
+      products ``alpha w+ s+ + beta w- s-`` (and, for ``x-``, ``alpha w- s+ + beta w+ s-``)
+      are one call each with the weights stacked along the output units; ``beta = 0``
+      (z+) needs ``w+`` alone. FLOPs: one forward and two transposed products beyond
+      the forward pass, against one transposed product for the gradient.
+
+    ``z-`` by subtraction rounds like ``z`` and ``z+`` (absolute error ~ machine
+    epsilon times ``|z+_j|``), so a unit whose negative part is tiny next to its
+    positive part gets its ``beta`` share with a larger relative error than from
+    a separate convolution; the tests compare with loop references and zennit in
+    float64. Elsewhere the results equal :meth:`sklrp.rules.Rule.propagate` up to
+    rounding.
+    """
+    w, b = op.weight, op.bias
     if type(rule) in (Z, Epsilon):
-        z = lmap.output(x)
         if type(rule) is Epsilon and rule.epsilon > 0:
-            s = torch.where(z >= 0, z + rule.epsilon, z - rule.epsilon)  # sign(0) = +1
-            torch.div(relevance, s, out=s)  # in place: these tensors are the size of the activations
+            s = _epsilon_den(z, rule.epsilon)
+            torch.div(relevance, s, out=s)
         else:
-            s = torch.where(z == 0, 0.0, relevance / z)  # 0/0 := 0
-        bias = lmap.bias
-        r_bias = x.new_zeros(x.shape[0]) if bias is None else s @ bias
-        return LayerRelevance(lmap.backward(s).mul_(x), r_bias)
-    if not isinstance(rule, AlphaBeta) or bool((x < 0).any()):
-        return rule.propagate(lmap, x, relevance)
-    bias = lmap.bias
-    bp, bn = (None, None) if bias is None else (bias.clamp(min=0), bias.clamp(max=0))
-    r_in, r_bias = None, x.new_zeros(x.shape[0])
-    for coef, view, b in ((rule.alpha, "pos", bp), (rule.beta, "neg", bn)):
-        if coef == 0:  # z+ (beta = 0): the negative part carries no relevance; skip its convolutions
-            continue
-        zpart = lmap.forward(x, view)
-        if b is not None:
-            zpart = zpart + b
-        spart = torch.where(zpart == 0, 0.0, relevance * coef / zpart)  # 0/0 := 0
-        back = lmap.backward(spart, view)
-        r_in = back if r_in is None else r_in + back
-        if b is not None:
-            r_bias = r_bias + spart @ b
-    r_in = torch.zeros_like(x) if r_in is None else r_in.mul_(x)
-    return LayerRelevance(r_in, r_bias)
+            s = _div0(relevance, z)
+        return op.backward(s, w, x).mul_(x), op.bias_relevance(s, b)
+    if not isinstance(rule, AlphaBeta):
+        return None
+    a, be = rule.alpha, rule.beta
+    wp, wn = w.clamp(min=0), w.clamp(max=0)
+    bp, bn = (None, None) if b is None else (b.clamp(min=0), b.clamp(max=0))
+    mixed = x.numel() > 0 and bool(x.amin() < 0)  # else x >= 0: the x- terms of Eq. (2.25) vanish
+    xp, xn = (x.clamp(min=0), x.clamp(max=0)) if mixed else (x, None)
+    zp = op.forward(xp, wp, bp)  # z+_j = sum_i (x+_i w+_ij + x-_i w-_ij) + b+_j
+    if mixed:
+        zp.add_(op.forward(xn, wn))
+    if be == 0:  # z+ rule (alpha = 1): the negative part carries no relevance
+        s = _div0(relevance, zp, out=zp)
+        r_in = op.backward(s, wp, x).mul_(xp)
+        if mixed:
+            r_in.add_(op.backward(s, wn, x).mul_(xn))
+        return r_in, op.bias_relevance(s, bp)
+    s = op.stacked_buffer(z)  # [s+, s-] per group
+    sp, sn = s[:, :, 0], s[:, :, 1]
+    g_rel = op.grouped(relevance)
+    torch.sub(op.grouped(z), op.grouped(zp), out=sn)  # z-_j = z_j - z+_j
+    torch.div(g_rel, sn, out=sn)
+    torch.div(g_rel, op.grouped(zp), out=sp)
+    s = s.flatten(1, 3).nan_to_num_(0.0, 0.0, 0.0)  # s+ = R / z+, s- = R / z- (0/0 := 0)
+    r_in = op.backward(s, op.stack(wp * a, wn * be), x).mul_(xp)  # x+_i (alpha w+ s+ + beta w- s-)_i
+    if mixed:
+        r_in.add_(op.backward(s, op.stack(wn * a, wp * be), x).mul_(xn))  # x-_i (alpha w- s+ + beta w+ s-)_i
+    bs = None if b is None else op.stack(bp * a, bn * be)
+    return r_in, op.bias_relevance(s, bs)
 
 
 def linear_backward(module, rule, x, out, relevance):
     """``torch.nn.Linear`` (any leading dimensions) under ``rule``."""
     n = x.shape[0]
     x2, o2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1])
-    lr = _propagate(rule, DenseLayerMap(module, x2, o2), x2, relevance.reshape(o2.shape))
-    return lr.input.reshape(x.shape), lr.bias.reshape(n, -1).sum(dim=1)
+    r2 = relevance.reshape(o2.shape)
+    res = _fast_rule(rule, _LayerOp(module), x2, o2, r2)
+    if res is None:
+        lr = rule.propagate(DenseLayerMap(module, x2, o2), x2, r2)
+        res = lr.input, lr.bias
+    return res[0].reshape(x.shape), res[1].reshape(n, -1).sum(dim=1)
 
 
 def conv_backward(module, rule, x, out, relevance):
     """``torch.nn.ConvNd`` (stride, padding, dilation, groups) under ``rule``."""
+    res = _fast_rule(rule, _LayerOp(module), x, out, relevance)
+    if res is not None:
+        return res
     x2 = _flat(x)
     lmap = ConvMap(module, x.shape[1:], out.shape[1:], x2, _flat(out))
-    lr = _propagate(rule, lmap, x2, _flat(relevance))
+    lr = rule.propagate(lmap, x2, _flat(relevance))
     return lr.input.reshape(x.shape), lr.bias
 
 
@@ -141,9 +267,13 @@ def _pool_windows(x, module, out_spatial):
 
 
 def _maxpool_tiled(module, flat, x, out, relevance):
-    """Eq. (2.35) for non-overlapping windows (stride = kernel, no padding/dilation) by reshaping.
+    """Eq. (2.35) for non-overlapping windows (stride = kernel, no padding/dilation), offset by offset.
 
-    Returns None when the pooling is not of that (most common) form.
+    For each offset ``a`` inside the window, ``x[..., a::k]`` holds the ``a``-th
+    element of every window, shaped like the output; the winners are where it equals
+    the window's maximum (ties split evenly). Works on output-sized strided views
+    with arithmetic only (comparisons and ``where`` are slow on CPUs). Returns None
+    when the pooling is not of that (most common) form or a maximum is not finite.
     """
     d = x.ndim - 2
     k = _tuple(module.kernel_size, d)
@@ -154,20 +284,29 @@ def _maxpool_tiled(module, flat, x, out, relevance):
     cover = [o[i] * k[i] for i in range(d)]
     if any(cover[i] > x.shape[2 + i] for i in range(d)):
         return None  # ceil_mode windows hanging over the edge
-    xc = x[(..., *[slice(0, c) for c in cover])]
-    tiled = [v for i in range(d) for v in (o[i], k[i])]
-    win = xc.reshape(*x.shape[:2], *tiled)
-    kdims = tuple(3 + 2 * i for i in range(d))
-    expand = [v for i in range(d) for v in (o[i], 1)]
+    offsets = list(itertools.product(*[range(ki) for ki in k]))
+
+    def at(t, offset):  # the elements at ``offset`` of all windows, shaped like ``out``
+        return t[(slice(None), slice(None), *[slice(a, a + o[i] * k[i], k[i]) for i, a in enumerate(offset)])]
+
     if flat:
-        msg = (relevance / float(torch.tensor(k).prod())).reshape(*x.shape[:2], *expand).expand_as(win)
+        losers, share = None, relevance / len(offsets)
     else:
-        chosen = win == out.reshape(*x.shape[:2], *expand)
-        count = chosen.sum(dim=kdims, keepdim=True)
-        msg = torch.where(chosen, relevance.reshape(*x.shape[:2], *expand) / count, 0.0)
-    r_in = msg.reshape(xc.shape)
-    if list(xc.shape) != list(x.shape):
-        r_in = torch.nn.functional.pad(r_in, [v for i in reversed(range(d)) for v in (0, x.shape[2 + i] - cover[i])])
+        if not bool(torch.isfinite(out.sum())):
+            return None  # +-inf/NaN maxima: the exact comparison of maxpool_backward (inf - inf is NaN)
+        # sign(max - x) is 0 where x is its window's maximum and 1 elsewhere
+        losers = [torch.sub(out, at(x, a)).sign_() for a in offsets]
+        count = torch.rsub(losers[0], len(offsets))  # len(offsets) - losers[0]
+        for n in losers[1:]:
+            count.sub_(n)
+        share = torch.div(relevance, count, out=count)  # ties split evenly
+    covered = all(cover[i] == x.shape[2 + i] for i in range(d))
+    r_in = torch.empty_like(x) if covered else torch.zeros_like(x)
+    for i, a in enumerate(offsets):
+        if losers is None:
+            at(r_in, a).copy_(share)
+        else:
+            torch.addcmul(share, losers[i], share, value=-1, out=at(r_in, a))  # share, or exactly 0
     return r_in
 
 
