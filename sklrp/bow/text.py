@@ -3,13 +3,17 @@
 A word-count vectoriser is a Bag-of-Words mapping whose local features are token
 occurrences and whose mapping is one-hot: ``m_d(l) = 1`` if occurrence ``l`` is the
 term ``d``. Eq. (2.78) then gives every occurrence of term ``d`` the share
-``R_d / count_d`` of the term's relevance; an n-gram occurrence spreads its share evenly
-over its ``n`` tokens (the flat rule, as for pixels in Eq. (2.85)).
+``R_d / count_d`` of the term's relevance (with a signed ``HashingVectorizer``:
+``sign_l / sum(signs) * R_d``); an n-gram occurrence spreads its share evenly over its
+``n`` tokens (the flat rule, as for pixels in Eq. (2.85)).
 
-Text is not numeric, so the vectoriser is handled here rather than as a step of
-:class:`sklrp.LRPTransformer`: :func:`explain_text` explains the rest of the pipeline
-(``TfidfTransformer``, ``Normalizer``, a linear or kernel SVM, ...) on the count
-vectors with ``LRPTransformer`` and maps term relevance to token occurrences.
+Text is not numeric, so the vectoriser is not a propagator step: when a pipeline starts
+with ``CountVectorizer``, ``TfidfVectorizer`` or ``HashingVectorizer``,
+:class:`sklrp.LRPTransformer` hands raw documents to :func:`fit_text_explainer` and
+:func:`explain_documents`, which explain the rest of the pipeline (``TfidfTransformer``,
+``Normalizer``, a linear or kernel SVM, ...) on the raw term counts with an inner
+``LRPTransformer`` and map term relevance to token occurrences. :func:`explain_text` is
+the same for an already fitted pipeline.
 """
 
 from __future__ import annotations
