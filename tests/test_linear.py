@@ -293,3 +293,32 @@ def test_float32_on_cpu():
     ref = sklrp.LRPTransformer(device="cpu", estimator=LogisticRegression()).fit(X, y).explain(X)
     np.testing.assert_allclose(E.relevance, ref.relevance, rtol=1e-4, atol=1e-5)
     assert torch.float32 == lrp._config().dtype
+
+
+@pytest.mark.parametrize("target", ["predicted", "array", "mixed"])
+def test_wide_multiclass_rows_in_blocks_match_loop(target):
+    # d = 3000 puts the 200 rows into several cache blocks; mixed weights take the matmul path
+    rng = np.random.RandomState(1)
+    X, y = rng.randn(200, 3000), np.arange(200) % 4
+    model = LogisticRegression(max_iter=200).fit(X, y)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(model), device="cpu").fit(X[:4], y[:4])
+    if target == "mixed":
+        # a one-vs-one style combination of score columns through the head directly
+        from sklrp._propagate import build_chain
+
+        _, head = build_chain(model)
+        config = lrp._config()
+        weights = torch.as_tensor(rng.randn(200, 4))
+        x = torch.as_tensor(X)
+        hr = head.relevance(x, weights, head.scores(x, config), config)
+        expected = X * (weights.numpy() @ model.coef_)
+        np.testing.assert_allclose(hr.relevance.numpy(), expected, rtol=1e-12, atol=1e-12)
+        return
+    labels = model.predict(X) if target == "predicted" else rng.randint(4, size=200)
+    E = lrp.explain(X, target=None if target == "predicted" else labels)
+    expected = np.empty_like(X)
+    for n in range(X.shape[0]):
+        for d in range(X.shape[1]):
+            expected[n, d] = X[n, d] * model.coef_[labels[n], d]
+    np.testing.assert_allclose(E.relevance, expected, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, E.output, atol=1e-10)
