@@ -156,7 +156,7 @@ def _dominant_orientation(img, centre, bin_size, n_bins=36):
     frac = t - np.floor(t)
     # the window only at the keypoints: (n_keypoints, window) samples, clipped to the image
     sw = 1.5 * bin_size / 3.0
-    radius = max(1, int(round(3 * sw)))
+    radius = max(1, round(3 * sw))
     dy, dx = (a.ravel() for a in np.mgrid[-radius:radius + 1, -radius:radius + 1])
     gauss = np.exp(-(dx * dx + dy * dy) / (2 * sw * sw))
     x = np.rint(centre[:, 0]).astype(int)[:, None] + dx[None]
