@@ -631,3 +631,42 @@ def test_linear_on_sequences_conserves():
     total = res.relevance.flatten(1).sum(1) + res.bias
     np.testing.assert_allclose(total.numpy(), res.output.numpy(), rtol=1e-10)
     assert res.relevance.shape == x.shape
+
+
+# ----------------------------------------------------------------------------- fast paths (issue 4)
+def test_alpha_beta_float32_matches_float64():
+    """a2b1 computes z- = z - z+ from the layer output (one convolution fewer): in float32 it
+    stays as close to the float64 result as separate convolutions are (~1e-6 of max |R|)."""
+    seeded(9)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, padding=1, groups=2),
+                        nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(8, 16, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(16, 4)).eval()
+    x = torch.randn(4, 3, 12, 12)
+    comp = Composite(Epsilon(0.01), conv_rule=AlphaBeta(2.0, -1.0))
+    w = one_hot_pred(net.double(), x.double())
+    r64 = lrp(net, x.double(), comp, target=w).relevance
+    r32 = lrp(net.float(), x, comp, target=w.float()).relevance.double()
+    assert float((r32 - r64).abs().max() / r64.abs().max()) < 1e-5
+
+
+def test_units_with_zero_output_pass_no_relevance():
+    """0/0 := 0 and R/0 := 0: z_j = 1 - 1 = 0 under the z-rule; an empty positive part under alpha-beta."""
+    net = nn.Sequential(nn.Linear(2, 2, bias=False)).to(D)
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, -1.0], [2.0, 1.0]], dtype=D))
+    x = torch.tensor([[1.0, 1.0]], dtype=D)
+    w = torch.tensor([[1.0, 0.0]], dtype=D)
+    for rule in (Z(), Epsilon(0.0)):
+        r = lrp(net, x, Composite(rule), target=w).relevance
+        assert torch.equal(r, torch.zeros_like(r))
+    r = lrp(net, torch.tensor([[0.0, 1.0]], dtype=D), Composite(AlphaBeta(2.0, -1.0)), target=w).relevance
+    # unit 0: z+ = 0 passes nothing; z- = -1 = z-_1 gives input 1 beta * z-_1 / z- * R = -1 * 1 * (-1)
+    np.testing.assert_allclose(r.numpy(), [[0.0, 1.0]])
+
+
+def test_maxpool_with_infinite_maxima_uses_exact_comparison():
+    """Tiled max pooling compares by arithmetic; an infinite maximum is compared exactly (inf - inf is NaN)."""
+    pool = nn.Sequential(nn.MaxPool2d(2), nn.Flatten()).to(D)
+    x = torch.tensor([[[[1.0, float("inf")], [0.0, 2.0]]]], dtype=D)
+    r = lrp(pool, x, Composite(Z()), target=torch.ones(1, 1, dtype=D))
+    np.testing.assert_array_equal(r.relevance.numpy().ravel(), [0.0, float("inf"), 0.0, 0.0])

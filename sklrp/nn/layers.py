@@ -272,8 +272,9 @@ def _maxpool_tiled(module, flat, x, out, relevance):
     For each offset ``a`` inside the window, ``x[..., a::k]`` holds the ``a``-th
     element of every window, shaped like the output; the winners are where it equals
     the window's maximum (ties split evenly). Works on output-sized strided views
-    with arithmetic only (comparisons and ``where`` are slow on CPUs). Returns None
-    when the pooling is not of that (most common) form or a maximum is not finite.
+    with arithmetic only (comparisons and ``where`` are slow on CPUs; windows with
+    an infinite or NaN maximum are compared exactly). Returns None when the pooling
+    is not of that (most common) form.
     """
     d = x.ndim - 2
     k = _tuple(module.kernel_size, d)
@@ -291,9 +292,15 @@ def _maxpool_tiled(module, flat, x, out, relevance):
 
     if flat:
         losers, share = None, relevance / len(offsets)
+    elif not bool(torch.isfinite(out.sum())):  # inf - inf is NaN: compare exactly (slow on CPUs, rare)
+        winners = [at(x, a) == out for a in offsets]
+        count = sum(w_.to(x.dtype) for w_ in winners)
+        share = _safe_divide(relevance, count)
+        r_in = torch.zeros_like(x)
+        for w_, a in zip(winners, offsets):
+            at(r_in, a).copy_(torch.where(w_, share, 0.0))
+        return r_in
     else:
-        if not bool(torch.isfinite(out.sum())):
-            return None  # +-inf/NaN maxima: the exact comparison of maxpool_backward (inf - inf is NaN)
         # sign(max - x) is 0 where x is its window's maximum and 1 elsewhere
         losers = [torch.sub(out, at(x, a)).sign_() for a in offsets]
         count = torch.rsub(losers[0], len(offsets))  # len(offsets) - losers[0]
