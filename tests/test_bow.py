@@ -523,12 +523,12 @@ def test_pipeline_explained_to_pixels_conservatively(backend):
     pipe = make_pipeline(sift,
                          BoWEncoder(n_words=16, random_state=0, pyramid=((1, 1), (2, 2))), LinearSVC())
     pipe.fit(X, y)
-    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z").fit(X, y)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", dtype="float64").fit(X, y)
     E = lrp.explain(X[:4])
     assert E.relevance.shape == (4, 48, 48)
     np.testing.assert_allclose(E.relevance.sum((1, 2)) + E.bias_relevance, E.output, atol=1e-10)
     np.testing.assert_allclose(E.output, np.abs(pipe.decision_function(X[:4])), atol=1e-10)
-    Ru = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", bias="uniform").fit(X, y).explain(X[:4])
+    Ru = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", dtype="float64", bias="uniform").fit(X, y).explain(X[:4])
     np.testing.assert_allclose(Ru.relevance.sum((1, 2)), Ru.output, atol=1e-10)
 
 

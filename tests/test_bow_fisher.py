@@ -236,7 +236,7 @@ def test_fv_pipeline_to_pixels(descriptors):
     X[y == 1, :8, :8] = 1.0
     pipe = make_pipeline(DenseSIFT(scales=(1.5,), steps=(4,), backend="numpy"),
                          FisherVectorEncoder(2, random_state=0), PowerNormalizer(), LinearSVC()).fit(X, y)
-    E = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z").fit(X, y).explain(X[:3])
+    E = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", dtype="float64").fit(X, y).explain(X[:3])
     assert E.relevance.shape == (3, 36, 36)
     np.testing.assert_allclose(E.relevance.sum((1, 2)) + E.bias_relevance, E.output, rtol=1e-7)
 
@@ -269,7 +269,7 @@ def test_fv_dimension_relevance_with_bin_geometry_is_finer_and_conserves():
     maps = {}
     for mapping in ("descriptor", "bins"):
         pipe[0].set_params(pixel_mapping=mapping)  # only changes the backward pass
-        E = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z").fit(X, y).explain(X[:2])
+        E = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", dtype="float64").fit(X, y).explain(X[:2])
         np.testing.assert_allclose(E.relevance.sum((1, 2)) + E.bias_relevance, E.output, rtol=1e-8)
         maps[mapping] = E.relevance
     # same total, different (finer) spatial distribution

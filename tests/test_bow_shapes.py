@@ -33,7 +33,7 @@ def _data(n_train, n_test, seed):
 
 
 def _relevance_pattern(pipe, X, y, Xt, yt, mt):
-    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", target=1, n_root_candidates=20).fit(X, y)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", dtype="float64", target=1, n_root_candidates=20).fit(X, y)
     pos = yt == 1
     E = lrp.explain(Xt[pos])
     R, masks = E.relevance, mt[pos]

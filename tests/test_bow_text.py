@@ -58,7 +58,7 @@ def test_deciding_word_gets_the_largest_relevance(make):
     docs, y = _corpus()
     pipe = make().fit(docs, y)
     test_docs, yt = _corpus(20, seed=1)
-    E = explain_text(FrozenEstimator(pipe), test_docs, rule="z")
+    E = explain_text(FrozenEstimator(pipe), test_docs, rule="z", dtype="float64")
     for doc_tokens, label in zip(E.tokens, yt):
         if label == 1:
             best = max(doc_tokens, key=lambda t: t[2])
@@ -74,7 +74,7 @@ def test_deciding_word_gets_the_largest_relevance(make):
 def test_ngrams_spread_over_their_tokens():
     docs, y = _corpus(60)
     pipe = make_pipeline(CountVectorizer(ngram_range=(1, 2)), LinearSVC()).fit(docs, y)
-    E = explain_text(pipe, ["alpha excellent bravo"], rule="z")
+    E = explain_text(pipe, ["alpha excellent bravo"], rule="z", dtype="float64")
     vec = pipe[0]
     R = E.term_relevance[0]
     voc = vec.vocabulary_
@@ -134,7 +134,7 @@ def test_lrp_transformer_explains_raw_documents(make):
 
     docs, y = _corpus()
     test_docs, yt = _corpus(20, seed=1)
-    lrp = sklrp.LRPTransformer(make(), rule="z").fit(docs, y)  # clones and fits the pipeline on raw text
+    lrp = sklrp.LRPTransformer(make(), rule="z", dtype="float64").fit(docs, y)  # clones and fits the pipeline on raw text
     E = lrp.explain(test_docs)
     n_cols = lrp.estimator_[0].n_features if isinstance(lrp.estimator_[0], HashingVectorizer) else \
         len(lrp.estimator_[0].vocabulary_)
@@ -159,15 +159,15 @@ def test_lrp_transformer_text_matches_explain_text_and_batches():
     docs, y = _corpus()
     test_docs, yt = _corpus(9, seed=2)
     pipe = make_pipeline(TfidfVectorizer(), LinearSVC()).fit(docs, y)
-    ref = explain_text(pipe, test_docs, rule="epsilon", epsilon=0.1, target="true", y=yt)
-    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="epsilon", epsilon=0.1, target="true", batch_size=4)
+    ref = explain_text(pipe, test_docs, rule="epsilon", epsilon=0.1, dtype="float64", target="true", y=yt)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="epsilon", epsilon=0.1, dtype="float64", target="true", batch_size=4)
     E = lrp.fit(docs, y).explain(test_docs, y=yt)  # three batches of documents
     np.testing.assert_allclose(E.relevance.toarray(), ref.term_relevance, atol=1e-12)
     np.testing.assert_allclose(E.output, ref.output, atol=1e-12)
     assert E.extras["tokens"] == ref.tokens
     np.testing.assert_array_equal(E.target, yt)
     # fit_transform with target="true" uses y; an array target picks the class per document
-    R = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", target="true").fit_transform(test_docs, yt)
+    R = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", dtype="float64", target="true").fit_transform(test_docs, yt)
     assert R.shape == (9, len(pipe[0].vocabulary_))
     Et = lrp.explain(test_docs, target=np.ones(9, dtype=int))
     np.testing.assert_array_equal(Et.target, 1)
@@ -179,7 +179,7 @@ def test_hashing_shares_follow_signed_counts():
     # sign_l / sum(signs) * R_d (even split where the signs cancel)
     docs, y = _corpus()
     vec = HashingVectorizer(n_features=8, norm=None)
-    lrp = sklrp.LRPTransformer(make_pipeline(vec, LinearSVC()), rule="z").fit(docs, y)
+    lrp = sklrp.LRPTransformer(make_pipeline(vec, LinearSVC()), rule="z", dtype="float64").fit(docs, y)
     test_docs = _corpus(5, seed=3)[0]
     E = lrp.explain(test_docs)
     hasher = FeatureHasher(8, input_type="string")
@@ -202,7 +202,7 @@ def test_lrp_transformer_text_conventions():
     from sklearn.base import clone
 
     docs, y = _corpus(40)
-    lrp = sklrp.LRPTransformer(make_pipeline(CountVectorizer(), LinearSVC()), rule="z")
+    lrp = sklrp.LRPTransformer(make_pipeline(CountVectorizer(), LinearSVC()), rule="z", dtype="float64")
     assert clone(lrp).get_params()["rule"] == "z"
     with pytest.raises(ValueError, match="iterable of strings"):
         lrp.fit("one string", y)
@@ -220,7 +220,7 @@ def test_lrp_transformer_text_taylor_kernel():
     # RBF SVM: Taylor decomposition at a root point searched among the training documents' counts
     docs, y = _corpus()
     test_docs = _corpus(6, seed=1)[0]
-    lrp = sklrp.LRPTransformer(make_pipeline(TfidfVectorizer(), _dense(), SVC(kernel="rbf", gamma=1.0)), rule="z")
+    lrp = sklrp.LRPTransformer(make_pipeline(TfidfVectorizer(), _dense(), SVC(kernel="rbf", gamma=1.0)), rule="z", dtype="float64")
     E = lrp.fit(docs, y).explain(test_docs)
     np.testing.assert_allclose(_row_sums(E.relevance) + E.bias_relevance + E.residual, E.output, atol=1e-10)
     assert E.root_point.shape == (6, len(lrp.estimator_[0].vocabulary_)) and "root_found" in E.extras
