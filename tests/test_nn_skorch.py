@@ -139,7 +139,7 @@ def test_torch_model_with_input_shape(digits, cnn_lrp):
     module = cnn_lrp.estimator_.module_
     flat = X.reshape(len(X), -1)
     lrp_ = sklrp.LRPTransformer(TorchModel(module, input_shape=(1, 8, 8), classes=np.arange(10)),
-                                **THESIS_COMPOSITE).fit(flat[:10])
+                                **THESIS_COMPOSITE, dtype="float64").fit(flat[:10])
     R = lrp_.transform(flat[1300:1310])
     assert R.shape == (10, 64)
     np.testing.assert_allclose(R, cnn_lrp.transform(X[1300:1310]).reshape(10, 64), rtol=1e-10)
