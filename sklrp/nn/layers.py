@@ -28,7 +28,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from ..rules import AlphaBeta, Epsilon, Z, _safe_divide
+from ..rules import AlphaBeta, Epsilon, Flat, WSquare, Z, _safe_divide
 from .maps import _CONV, ConvMap, DenseLayerMap, FlatDiagonalMap, PoolMap
 
 __all__ = [
@@ -151,6 +151,8 @@ def _fast_rule(rule, op, x, z, relevance):
     * z and epsilon (Eqs. (2.13), (2.22)): ``R_i = x_i sum_j w_ij s_j`` with
       ``s_j = R_j / z_j`` or ``R_j / (z_j + eps sign z_j)``: one transposed product,
       as for the gradient (Eq. (2.61)).
+    * flat and w^2 (Eqs. (2.27), (2.28)): the denominators (fan-in, ``sum_i w_ij^2``)
+      do not depend on the input, so they come from one sample of ones.
     * alpha-beta (Eqs. (2.24)-(2.26)): ``z+_j = sum_i (x+_i w+_ij + x-_i w-_ij) + b+_j``
       is one extra forward product (two when the input has both signs, i.e. an
       input layer; below a ReLU ``x- = 0``), and ``z-_j = z_j - z+_j`` reuses the
@@ -175,6 +177,10 @@ def _fast_rule(rule, op, x, z, relevance):
         else:
             s = _div0(relevance, z)
         return op.backward(s, w, x).mul_(x), op.bias_relevance(s, b)
+    if type(rule) in (Flat, WSquare):  # Eqs. (2.27), (2.28): the denominator is the same for every sample
+        wv = (w != 0).to(w.dtype) if type(rule) is Flat else w * w
+        den = op.forward(x.new_ones((1, *x.shape[1:])), wv)  # fan-in, or sum_i w_ij^2
+        return op.backward(_div0(relevance, den), wv, x), x.new_zeros(x.shape[0])
     if not isinstance(rule, AlphaBeta):
         return None
     a, be = rule.alpha, rule.beta

@@ -79,6 +79,13 @@ class ConvMap(LinearMap):
                 x0 = torch.zeros((s.shape[0], *self.in_shape), dtype=s.dtype, device=s.device, requires_grad=True)
                 y = _CONV[self.dim](x0, self._w(view), None, m.stride, m.padding, m.dilation, m.groups)
                 (g,) = torch.autograd.grad(y, x0, s)
+        elif self._x is not None and self._x.shape[0] == s.shape[0] and self._x.is_contiguous():
+            # the layer input stands in for the input shape: torch.nn.grad.convNd_input would
+            # materialise an expanded dummy (a copy of input size) on every call
+            d = self.dim
+            g = torch.ops.aten.convolution_backward(
+                s, self._x.view(-1, *self.in_shape), self._w(view), None, _tuple(m.stride, d), _tuple(m.padding, d),
+                _tuple(m.dilation, d), False, [0] * d, m.groups, (True, False, False))[0]
         else:
             g = _CONV_INPUT[self.dim]((s.shape[0], *self.in_shape), self._w(view), s, m.stride, m.padding,
                                       m.dilation, m.groups)
@@ -140,6 +147,10 @@ class FlatDiagonalMap(LinearMap):
 
     def backward(self, s, view="w"):
         return s * _view(self.weight, view)
+
+
+def _tuple(v, d):
+    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * d
 
 
 def _numel(shape):
