@@ -322,3 +322,15 @@ def test_wide_multiclass_rows_in_blocks_match_loop(target):
             expected[n, d] = X[n, d] * model.coef_[labels[n], d]
     np.testing.assert_allclose(E.relevance, expected, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, E.output, atol=1e-10)
+
+
+def test_refit_model_behind_a_frozen_estimator_is_seen():
+    # the head caches coef_/intercept_ as tensors; a refit replaces the arrays and must be used
+    X, y = make_classification(n_samples=60, n_features=5, random_state=0)
+    model = LogisticRegression().fit(X, y)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(model), device="cpu").fit(X, y)
+    lrp.explain(X[:3])
+    model.fit(X, 1 - y)
+    E = lrp.explain(X[:3], target=1)
+    np.testing.assert_allclose(E.relevance, X[:3] * model.coef_[0], rtol=1e-12)
+    np.testing.assert_allclose(E.output, model.decision_function(X[:3]), rtol=1e-12)
