@@ -23,7 +23,25 @@ _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 _CONV_INPUT = {1: nn_grad.conv1d_input, 2: nn_grad.conv2d_input, 3: nn_grad.conv3d_input}
 
 
-class ConvMap(LinearMap):
+class _LayerMap(LinearMap):
+    """A torch layer's map: weight views computed once, the layer's own output reused.
+
+    Subclasses set ``weight``, ``_x``, ``_out`` (the input the map is used with and the
+    layer's output for it, or None) and ``_views = {}``.
+    """
+
+    def _w(self, view):
+        if view not in self._views:
+            self._views[view] = _view(self.weight, view)
+        return self._views[view]
+
+    def output(self, x):
+        if self._out is not None and x is self._x:
+            return self._out
+        return super().output(x)
+
+
+class ConvMap(_LayerMap):
     """A ``ConvNd`` layer as a linear map on flattened tensors (Eq. (2.29)).
 
     ``forward(x, view)`` is the convolution with the weight view ``f(W)`` (no
@@ -53,16 +71,6 @@ class ConvMap(LinearMap):
         self.bias = b
         self._x, self._out = x, out
         self._views: dict[str, torch.Tensor] = {}
-
-    def _w(self, view):
-        if view not in self._views:
-            self._views[view] = _view(self.weight, view)
-        return self._views[view]
-
-    def output(self, x):
-        if self._out is not None and x is self._x:
-            return self._out
-        return super().output(x)
 
     def forward(self, x, view="w"):
         m = self.module
@@ -160,7 +168,7 @@ def _numel(shape):
     return n
 
 
-class DenseLayerMap(LinearMap):
+class DenseLayerMap(_LayerMap):
     """A ``torch.nn.Linear`` layer as ``z = x @ W.T + b`` that reuses the layer's output."""
 
     def __init__(self, module, x=None, out=None):
@@ -168,16 +176,6 @@ class DenseLayerMap(LinearMap):
         self.bias = module.bias
         self._x, self._out = x, out
         self._views: dict[str, torch.Tensor] = {}
-
-    def _w(self, view):
-        if view not in self._views:
-            self._views[view] = _view(self.weight, view)
-        return self._views[view]
-
-    def output(self, x):
-        if self._out is not None and x is self._x:
-            return self._out
-        return super().output(x)
 
     def forward(self, x, view="w"):
         return x @ self._w(view)
