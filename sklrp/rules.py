@@ -308,8 +308,24 @@ def ZPlus() -> AlphaBeta:
     return AlphaBeta(1.0, 0.0)
 
 
+class _WeightOnlyRule(Rule):
+    """Rules whose shares depend on a weight view only: ``R_i = sum_j v_ij / sum_i' v_i'j R_j``.
+
+    ``v = f(W)`` is the class's ``view``; inputs and bias are ignored, so the rule is
+    exactly conservative for units with a non-zero denominator (0/0 := 0 otherwise).
+    """
+
+    view: ClassVar[str]
+
+    def propagate(self, lmap, x, relevance):
+        # the same for every sample: computed on one row of ones, broadcast over the batch
+        denominator = lmap.forward(x.new_ones((1, *x.shape[1:])), self.view)
+        s = _safe_divide(relevance, denominator)
+        return LayerRelevance(lmap.backward(s, self.view), x.new_zeros(x.shape[0]))
+
+
 @dataclass(frozen=True)
-class Flat(Rule):
+class Flat(_WeightOnlyRule):
     """Flat rule ``R_i = sum_j R_j / #{i' -> j}`` (Eq. (2.27)).
 
     Spreads each ``R_j`` uniformly over the inputs connected to ``j`` (``w_ij != 0``,
@@ -324,15 +340,11 @@ class Flat(Rule):
     """
 
     name: ClassVar[str] = "flat"
-
-    def propagate(self, lmap, x, relevance):
-        fan_in = lmap.forward(torch.ones_like(x), "mask")
-        s = _safe_divide(relevance, fan_in)
-        return LayerRelevance(lmap.backward(s, "mask"), x.new_zeros(x.shape[0]))
+    view: ClassVar[str] = "mask"
 
 
 @dataclass(frozen=True)
-class WSquare(Rule):
+class WSquare(_WeightOnlyRule):
     """w^2 rule ``R_i = sum_j w_ij^2 / sum_i' w_i'j^2 R_j`` (Eq. (2.28)).
 
     Ignores inputs and bias; exactly conservative for units with a non-zero weight.
@@ -345,11 +357,7 @@ class WSquare(Rule):
     """
 
     name: ClassVar[str] = "wsquare"
-
-    def propagate(self, lmap, x, relevance):
-        norm = lmap.forward(torch.ones_like(x), "sq")
-        s = _safe_divide(relevance, norm)
-        return LayerRelevance(lmap.backward(s, "sq"), x.new_zeros(x.shape[0]))
+    view: ClassVar[str] = "sq"
 
 
 @dataclass(frozen=True)
