@@ -21,7 +21,7 @@ from .._propagate import Propagator, RuleConfig, register
 from ..rules import LayerRelevance
 from ._geometry import N_GEOMETRY
 from ._pooling import check_pool_rule, decompose_pool
-from ._pyramid import check_descriptor_array, check_pyramid, region_members
+from ._pyramid import ThreeDInputMixin, check_descriptor_array, check_pyramid, region_members
 
 __all__ = ["BoWEncoder", "BoWEncoderPropagator", "normalise_rows"]
 
@@ -34,7 +34,7 @@ def normalise_rows(x, norm):
     return torch.where(n > 0, x / torch.where(n > 0, n, torch.ones_like(n)), torch.zeros_like(x))
 
 
-class BoWEncoder(TransformerMixin, BaseEstimator):
+class BoWEncoder(ThreeDInputMixin, TransformerMixin, BaseEstimator):
     """Bag-of-Words histograms over a k-means vocabulary, with spatial pyramid.
 
     Each descriptor ``l`` is mapped onto the visual words ``d`` by ``m_d(l)``: hard
@@ -220,13 +220,6 @@ class BoWEncoder(TransformerMixin, BaseEstimator):
         X = check_descriptor_array(X, "BoWEncoder", self.codebook_.shape[1])
         cfg = RuleConfig(None)
         return self._encode(cfg.tensor(X), cfg).numpy()
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        tags.transformer_tags.preserves_dtype = []
-        return tags
 
 
 @register(BoWEncoder)

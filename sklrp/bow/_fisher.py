@@ -25,12 +25,12 @@ from ..rules import DenseMap, Epsilon, LayerRelevance, Z, _safe_divide
 from ._bow import normalise_rows
 from ._geometry import N_GEOMETRY
 from ._pooling import check_pool_rule, decompose_pool
-from ._pyramid import check_descriptor_array, check_pyramid, region_members
+from ._pyramid import ThreeDInputMixin, check_descriptor_array, check_pyramid, region_members
 
 __all__ = ["FisherVectorEncoder", "FisherVectorPropagator", "PowerNormalizer", "PowerNormalizerPropagator"]
 
 
-class FisherVectorEncoder(TransformerMixin, BaseEstimator):
+class FisherVectorEncoder(ThreeDInputMixin, TransformerMixin, BaseEstimator):
     """Unnormalised Fisher vectors of local descriptors under a diagonal GMM (Eqs. (4.1)-(4.5)).
 
     Per descriptor ``l`` (optionally PCA-projected, e.g. 128 -> 80 dimensions as in
@@ -205,13 +205,6 @@ class FisherVectorEncoder(TransformerMixin, BaseEstimator):
         X = check_descriptor_array(X, "FisherVectorEncoder", n_in)
         cfg = RuleConfig(None)
         return self._encode(cfg.tensor(X), cfg).numpy()
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        tags.transformer_tags.preserves_dtype = []
-        return tags
 
 
 @register(FisherVectorEncoder)

@@ -9,7 +9,7 @@ import torch
 
 from ._geometry import N_GEOMETRY
 
-__all__ = ["check_pyramid", "region_members", "check_descriptor_array"]
+__all__ = ["check_pyramid", "region_members", "check_descriptor_array", "ThreeDInputMixin"]
 
 
 def check_pyramid(pyramid, where):
@@ -58,3 +58,14 @@ def check_descriptor_array(X, where, n_dims=None):
         raise ValueError(f"{where} was fitted on {n_dims}-dimensional descriptors, got "
                          f"{X.shape[2] - N_GEOMETRY}")
     return X
+
+
+class ThreeDInputMixin:
+    """scikit-learn tags of the BoW stages: 3-D input (images, or descriptors per image), float output."""
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = False
+        tags.input_tags.three_d_array = True
+        tags.transformer_tags.preserves_dtype = []
+        return tags

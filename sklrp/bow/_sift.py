@@ -20,6 +20,7 @@ from sklearn.utils.validation import check_is_fitted
 from .._propagate import Propagator, register
 from ..rules import LayerRelevance
 from ._geometry import N_GEOMETRY, DescriptorGeometry, project_to_pixels
+from ._pyramid import ThreeDInputMixin
 
 __all__ = ["DenseSIFT", "DenseSIFTPropagator", "has_opencv", "has_vlfeat"]
 
@@ -231,7 +232,7 @@ def _dsift_opencv(img, bin_size, step, oriented=False):
 _BACKENDS = {"vlfeat": _dsift_vlfeat, "opencv": _dsift_opencv, "numpy": _dsift_numpy}
 
 
-class DenseSIFT(TransformerMixin, BaseEstimator):
+class DenseSIFT(ThreeDInputMixin, TransformerMixin, BaseEstimator):
     """Dense SIFT descriptors on regular grids at several scales, with their geometry.
 
     For each scale ``sigma`` the image is smoothed with a Gaussian of that width and
@@ -482,13 +483,6 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self, "image_shape_")
         return self.descriptor_geometry_
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.two_d_array = False
-        tags.input_tags.three_d_array = True
-        tags.transformer_tags.preserves_dtype = []
-        return tags
 
 
 @register(DenseSIFT)
