@@ -8,7 +8,7 @@ DOCSTAMP := $(VENV)/.sklrp-docs-installed
 # torch is pinned here: an open range would pull a multi-GB CUDA build.
 TORCH := torch==2.13.0
 
-.PHONY: test demo docs install clean
+.PHONY: test demo docs install clean lint
 
 install: $(STAMP)
 
@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP) install-vlfeat
 	$(BIN)/python -m pytest
+
+lint: $(STAMP)
+	$(BIN)/python -m ruff check sklrp tests benchmarks examples
 
 demo: $(STAMP)
 	MPLBACKEND=Agg $(BIN)/python -m sklrp audit --demo --out audit-report

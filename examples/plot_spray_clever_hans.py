@@ -40,7 +40,8 @@ X = np.clip(X, 0.0, None).reshape(len(X), -1)  # the intersection kernel needs n
 half = len(X) // 2
 svm = SVC(kernel=intersection_kernel).fit(X[:half], y[:half])
 X_test, y_test, tag_test = X[half:], y[half:], tagged[half:]
-print(f"test accuracy {svm.score(X_test, y_test):.2f}; on tagged images {svm.score(X_test[tag_test], 0 * y_test[tag_test]):.2f}")
+print(f"test accuracy {svm.score(X_test, y_test):.2f}; "
+      f"on tagged images {svm.score(X_test[tag_test], 0 * y_test[tag_test]):.2f}")
 
 # %%
 # Relevance maps of every class, and the spectrum per class (Fig. 6.5)

@@ -296,7 +296,8 @@ def _savefig(fig, tmp, name, files):
 
 
 def _audit_model(name, model, X, y, masks, image_shape, tmp, *, n_jobs, device, rule, epsilon,
-                 n_steps, region_size, perturbation, aopc_samples, max_spray_samples, random_state, verbose, ground_truth=None):
+                 n_steps, region_size, perturbation, aopc_samples, max_spray_samples, random_state, verbose,
+                 ground_truth=None):
     """Explain, evaluate and SpRAy one model; returns its summary dict and its figures."""
     from matplotlib.figure import Figure
 
@@ -591,7 +592,8 @@ def render_report(summary, files):
              "<h1>sklrp audit report</h1>",
              f"<p>Data: {e(summary['data']['name'])}, X of shape {tuple(summary['data']['shape'])}"
              f"{', with labels' if summary['data']['has_y'] else ''}"
-             f"{', with object masks' if summary['data']['has_masks'] else ''} &middot; sklrp {e(summary['sklrp_version'])} &middot; "
+             f"{', with object masks' if summary['data']['has_masks'] else ''}"
+             f" &middot; sklrp {e(summary['sklrp_version'])} &middot; "
              f"{e(summary['created'])} &middot; {summary['seconds']:.1f} s</p>"]
     overview = [[e(s["name"]), e(s["model"]), s["n_samples"], _fmt(s["accuracy"]),
                  _fmt(s["conservation_max_abs_residual"], 3),
@@ -715,7 +717,8 @@ def _publish(tmp, out):
 
 def audit(models, X, y=None, masks=None, *, out="audit-report", image_shape=None, data_name="X",
           n_jobs=None, device="auto", rule="epsilon", epsilon=1e-2, n_steps=20, region_size=4,
-          perturbation="mean", aopc_samples=64, max_spray_samples=150, random_state=0, verbose=False, ground_truth=None):
+          perturbation="mean", aopc_samples=64, max_spray_samples=150, random_state=0, verbose=False,
+          ground_truth=None):
     """Audit fitted models on data and write ``report.html``, PNGs and ``summary.json`` to ``out``.
 
     Parameters
@@ -791,7 +794,8 @@ def audit(models, X, y=None, masks=None, *, out="audit-report", image_shape=None
             for name, model in models.items():
                 sec, f = _audit_model(name, model, X, y, masks, image_shape, tmp, n_jobs=n_jobs, device=device,
                                       rule=rule, epsilon=epsilon, n_steps=n_steps, region_size=region_size,
-                                      perturbation=perturbation, aopc_samples=aopc_samples, max_spray_samples=max_spray_samples, random_state=random_state,
+                                      perturbation=perturbation, aopc_samples=aopc_samples,
+                                      max_spray_samples=max_spray_samples, random_state=random_state,
                                       verbose=verbose, ground_truth=ground_truth)
                 sections.append(sec)
                 files.update(f)
@@ -969,7 +973,8 @@ def _run_audit(args):
             kw["ground_truth"] = kw["ground_truth"][sl]
     summary = audit(models, X, y, out=args.out, n_jobs=args.n_jobs, device=args.device, rule=args.rule,
                     epsilon=args.epsilon, n_steps=args.n_steps, region_size=args.region_size,
-                    perturbation=args.perturbation, aopc_samples=args.aopc_samples, random_state=args.seed, verbose=verbose, **kw)
+                    perturbation=args.perturbation, aopc_samples=args.aopc_samples, random_state=args.seed,
+                    verbose=verbose, **kw)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     for s in summary["models"]:

@@ -186,7 +186,8 @@ def make_shapes(n_samples=200, *, image_size=102, radius=(9.0, 16.0), n_round=(1
     Each image (a tile of a large scene) shows ``n_round`` round shapes (filled l_p balls,
     p in [2, 2.5]) and, for positive images, one regular polygon with 4 to 7 vertices whose
     centre lies inside the image. Negative images may show a polygon cut by the border
-    whose centre lies outside (with probability ``border_polygons``). Labels follow the thesis: ``y = +1`` if the centre of a
+    whose centre lies outside (with probability ``border_polygons``). Labels follow the
+    thesis: ``y = +1`` if the centre of a
     polygon lies in the image, else ``-1``. Shapes do not overlap; each is darker or
     brighter than the mid-grey background; Gaussian pixel noise is added.
 

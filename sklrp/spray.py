@@ -391,7 +391,6 @@ class SpRAy(ClusterMixin, BaseEstimator):
     def _laplacian(self, W):
         """Eq. (6.2): L = D - W, or L_sym = I - D^{-1/2} W D^{-1/2}."""
         deg = np.asarray(W.sum(axis=1)).ravel()
-        n = W.shape[0]
         if self.laplacian == "unnormalized":
             return (sp.diags(deg) - W).tocsr()
         inv_sqrt = np.zeros_like(deg)

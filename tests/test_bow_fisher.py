@@ -59,7 +59,8 @@ def _regions(geo, levels):
     for rows, ncol in levels:
         for r in range(rows):
             for c in range(ncol):
-                out.append([min(int((y + 0.5) / h * rows), rows - 1) == r and min(int((x + 0.5) / w * ncol), ncol - 1) == c
+                out.append([min(int((y + 0.5) / h * rows), rows - 1) == r
+                            and min(int((x + 0.5) / w * ncol), ncol - 1) == c
                             for x, y, _, h, w in geo])
     return np.array(out).T
 

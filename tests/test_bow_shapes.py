@@ -33,7 +33,8 @@ def _data(n_train, n_test, seed):
 
 
 def _relevance_pattern(pipe, X, y, Xt, yt, mt):
-    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", dtype="float64", target=1, n_root_candidates=20).fit(X, y)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", dtype="float64", target=1,
+                               n_root_candidates=20).fit(X, y)
     pos = yt == 1
     E = lrp.explain(Xt[pos])
     R, masks = E.relevance, mt[pos]
@@ -47,7 +48,8 @@ def _relevance_pattern(pipe, X, y, Xt, yt, mt):
 @pytest.fixture(scope="module", params=[0, 1, 2, 3], ids=lambda s: f"seed{s}")
 def rotated(request):
     if not has_opencv():
-        pytest.skip("OpenCV not installed: DenseSIFT(orientation='dominant') not exercised (pip install 'sklrp[opencv]')")
+        pytest.skip("OpenCV not installed: DenseSIFT(orientation='dominant') not exercised "
+                    "(pip install 'sklrp[opencv]')")
     (X, y, _), (Xt, yt, mt) = _data(100, 40, request.param)
     sift = DenseSIFT(scales=(2.0,), steps=(5,), orientation="dominant").fit(X)
     D, Dt = sift.transform(X), sift.transform(Xt)

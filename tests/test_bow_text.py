@@ -51,7 +51,8 @@ def _corpus(n=120, seed=0):
 @pytest.mark.parametrize("make", [
     lambda: make_pipeline(CountVectorizer(), LinearSVC()),
     lambda: make_pipeline(TfidfVectorizer(), LinearSVC()),
-    lambda: make_pipeline(CountVectorizer(), TfidfTransformer(), Normalizer(), _dense(), SVC(kernel=intersection_kernel)),
+    lambda: make_pipeline(CountVectorizer(), TfidfTransformer(), Normalizer(), _dense(),
+                          SVC(kernel=intersection_kernel)),
     lambda: make_pipeline(TfidfVectorizer(), _dense(), SVC(kernel=intersection_kernel)),
 ], ids=["count-linear", "tfidf-linear", "count-tfidf-norm-hik", "tfidf-hik"])
 def test_deciding_word_gets_the_largest_relevance(make):
@@ -134,7 +135,8 @@ def test_lrp_transformer_explains_raw_documents(make):
 
     docs, y = _corpus()
     test_docs, yt = _corpus(20, seed=1)
-    lrp = sklrp.LRPTransformer(make(), rule="z", dtype="float64").fit(docs, y)  # clones and fits the pipeline on raw text
+    # clones and fits the pipeline on raw text
+    lrp = sklrp.LRPTransformer(make(), rule="z", dtype="float64").fit(docs, y)
     E = lrp.explain(test_docs)
     n_cols = lrp.estimator_[0].n_features if isinstance(lrp.estimator_[0], HashingVectorizer) else \
         len(lrp.estimator_[0].vocabulary_)
@@ -160,14 +162,16 @@ def test_lrp_transformer_text_matches_explain_text_and_batches():
     test_docs, yt = _corpus(9, seed=2)
     pipe = make_pipeline(TfidfVectorizer(), LinearSVC()).fit(docs, y)
     ref = explain_text(pipe, test_docs, rule="epsilon", epsilon=0.1, dtype="float64", target="true", y=yt)
-    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="epsilon", epsilon=0.1, dtype="float64", target="true", batch_size=4)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="epsilon", epsilon=0.1, dtype="float64", target="true",
+                               batch_size=4)
     E = lrp.fit(docs, y).explain(test_docs, y=yt)  # three batches of documents
     np.testing.assert_allclose(E.relevance.toarray(), ref.term_relevance, atol=1e-12)
     np.testing.assert_allclose(E.output, ref.output, atol=1e-12)
     assert E.extras["tokens"] == ref.tokens
     np.testing.assert_array_equal(E.target, yt)
     # fit_transform with target="true" uses y; an array target picks the class per document
-    R = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", dtype="float64", target="true").fit_transform(test_docs, yt)
+    R = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="z", dtype="float64",
+                             target="true").fit_transform(test_docs, yt)
     assert R.shape == (9, len(pipe[0].vocabulary_))
     Et = lrp.explain(test_docs, target=np.ones(9, dtype=int))
     np.testing.assert_array_equal(Et.target, 1)
@@ -220,7 +224,8 @@ def test_lrp_transformer_text_taylor_kernel():
     # RBF SVM: Taylor decomposition at a root point searched among the training documents' counts
     docs, y = _corpus()
     test_docs = _corpus(6, seed=1)[0]
-    lrp = sklrp.LRPTransformer(make_pipeline(TfidfVectorizer(), _dense(), SVC(kernel="rbf", gamma=1.0)), rule="z", dtype="float64")
+    lrp = sklrp.LRPTransformer(make_pipeline(TfidfVectorizer(), _dense(), SVC(kernel="rbf", gamma=1.0)), rule="z",
+                               dtype="float64")
     E = lrp.fit(docs, y).explain(test_docs)
     np.testing.assert_allclose(_row_sums(E.relevance) + E.bias_relevance + E.residual, E.output, atol=1e-10)
     assert E.root_point.shape == (6, len(lrp.estimator_[0].vocabulary_)) and "root_found" in E.extras

@@ -245,7 +245,8 @@ def test_explain_and_spray_under_dask_local_cluster(digits_lrp):
     serial = explain_parallel(lrp, X, y, chunk_size=50)
     spray_serial, _ = spray_per_class(serial[0], y, (8, 8), n_jobs=1)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None, silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
+                                  dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
+            distributed.Client(cluster) as client:
         with joblib.parallel_config(backend="dask"):
             dask_res = explain_parallel(lrp, X, y, n_jobs=-1, chunk_size=50)
             spray_dask, _ = spray_per_class(dask_res[0], y, (8, 8), n_jobs=-1)

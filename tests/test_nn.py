@@ -55,7 +55,8 @@ def pool_windows(m, in_shape):
         for c in range(C):
             for r0, r1 in rows:
                 for c0, c1 in cols:
-                    wins.append([np.ravel_multi_index((c, y, x), in_shape) for y in range(r0, r1) for x in range(c0, c1)])
+                    wins.append([np.ravel_multi_index((c, y, x), in_shape)
+                                 for y in range(r0, r1) for x in range(c0, c1)])
         return wins
     k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2
     s = m.stride if isinstance(m.stride, tuple) else (m.stride,) * 2
@@ -102,7 +103,8 @@ def ref_rule(rule, W, b, x, R):
                     r_in[i] += rule.alpha * max(z[i], 0) / zp * R[j]
                 if zn != 0:
                     r_in[i] += rule.beta * min(z[i], 0) / zn * R[j]
-            r_b += (rule.alpha * max(b[j], 0) / zp if zp else 0) * R[j] + (rule.beta * min(b[j], 0) / zn if zn else 0) * R[j]
+            r_b += (rule.alpha * max(b[j], 0) / zp if zp else 0) * R[j]
+            r_b += (rule.beta * min(b[j], 0) / zn if zn else 0) * R[j]
             continue
         zj = sum(z) + b[j]
         if isinstance(rule, Epsilon):  # Eq. (2.22), sign(0) = +1

@@ -223,7 +223,7 @@ def test_verbose_progress_bar(digits, cnn_lrp, capsys):
 
 
 # ----------------------------------------------------------------------------- estimator checks
-from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.estimator_checks import parametrize_with_checks  # noqa: E402
 
 
 @parametrize_with_checks(

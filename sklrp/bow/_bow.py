@@ -177,7 +177,8 @@ class BoWEncoder(ThreeDInputMixin, TransformerMixin, BaseEstimator):
         n = 1 if self.mapping == "hard" else min(self.n_nearest, codebook.shape[0])
         idx = dist.topk(n, dim=1, largest=False).indices
         ranks = torch.arange(1, n + 1, dtype=desc.dtype, device=desc.device)
-        values = (torch.ones_like(ranks) if self.mapping == "hard" else self.rank_base ** -ranks).expand(desc.shape[0], n)
+        values = torch.ones_like(ranks) if self.mapping == "hard" else self.rank_base ** -ranks
+        values = values.expand(desc.shape[0], n)
         return desc.new_zeros(desc.shape[0], codebook.shape[0]).scatter_(1, idx, values.contiguous())
 
     def _pool(self, m, members):

@@ -216,7 +216,8 @@ class FisherVectorPropagator(Propagator):
     without forming the ``(n_desc x FV-dim)`` matrix: up to ``n_desc * K * D = 2^25``
     from ``u = (l - mu_k) / sigma_k`` in descriptor chunks, above that by expanding it
     into products of the ``(n_desc x K)`` posteriors with ``(K x D)`` matrices (the
-    encoder's own cost; a few digits are lost where ``z_d`` is small). The result is per descriptor *dimension* (Eq. (D.3)); the
+    encoder's own cost; a few digits are lost where ``z_d`` is small). The result is per
+    descriptor *dimension* (Eq. (D.3)); the
     Psi_pi part, which has no dimension, is spread evenly over the descriptor's
     dimensions. With PCA, per-dimension relevance goes back through the projection
     by the configured rule (Eq. (2.31)); the PCA mean absorbs relevance like a bias.
@@ -367,7 +368,8 @@ class FisherVectorPropagator(Propagator):
             g, ll = gamma[lo:hi], l[lo:hi]
             u = (ll[:, None, :] - mu[None]) / sigma[None]
             sq = pi.sqrt()[None, :, None]
-            parts = [(g[:, :, None] * u / sq).flatten(1), (g[:, :, None] * (u * u - 1) / (sq * math.sqrt(2))).flatten(1)]
+            parts = [(g[:, :, None] * u / sq).flatten(1),
+                     (g[:, :, None] * (u * u - 1) / (sq * math.sqrt(2))).flatten(1)]
             if st.include_pi:
                 parts.insert(0, (g - pi[None]) / pi.sqrt()[None])
             psi = torch.cat(parts, dim=1)

@@ -381,7 +381,8 @@ class DenseSIFT(ThreeDInputMixin, TransformerMixin, BaseEstimator):
         """
         scales, steps = tuple(np.atleast_1d(self.scales)), tuple(np.atleast_1d(self.steps))
         if len(scales) == 0 or len(scales) != len(steps):
-            raise ValueError(f"DenseSIFT: scales and steps must be non-empty and of equal length, got {scales}, {steps}")
+            raise ValueError(
+                f"DenseSIFT: scales and steps must be non-empty and of equal length, got {scales}, {steps}")
         if any(not np.isfinite(s) or s <= 0 for s in scales):
             raise ValueError(f"DenseSIFT: scales must be positive, got {scales}")
         if any(not isinstance(s, numbers.Integral) or s < 1 for s in steps):
