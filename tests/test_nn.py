@@ -572,6 +572,22 @@ def test_model_is_restored_after_an_exception(bad, error, match):
     assert net.training
 
 
+@pytest.mark.parametrize("where", ["input", "weight"])
+def test_nonfinite_network_output_is_an_error_not_zero_relevance(where):
+    # the rules set non-finite quotients to 0, so NaN must be caught before they run
+    net = nn.Sequential(nn.Linear(3, 3), nn.ReLU(), nn.Linear(3, 2)).to(D)
+    x = torch.randn(2, 3, dtype=D)
+    if where == "input":
+        x[1, 0] = float("nan")
+    else:
+        with torch.no_grad():
+            net[2].weight[0, 0] = float("inf")
+    before = _state(net)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        lrp(net, x, Composite(Epsilon(0.01)))
+    _assert_same(before, _state(net))
+
+
 def test_forward_pass_relevance_only_once_and_checks_weights():
     fp = forward(mlp(), torch.randn(2, 5, dtype=D), Composite(Z()))
     with pytest.raises(ValueError, match="shape"):
@@ -667,8 +683,14 @@ def test_units_with_zero_output_pass_no_relevance():
 
 
 def test_maxpool_with_infinite_maxima_uses_exact_comparison():
-    """Tiled max pooling compares by arithmetic; an infinite maximum is compared exactly (inf - inf is NaN)."""
-    pool = nn.Sequential(nn.MaxPool2d(2), nn.Flatten()).to(D)
+    """Tiled max pooling compares by arithmetic; an infinite maximum is compared exactly (inf - inf is NaN).
+
+    ``lrp`` itself rejects a non-finite network output, so the layer step is called directly
+    (an infinite activation can still occur inside a net whose output is finite).
+    """
+    from sklrp.nn.layers import maxpool_backward
+
+    pool = nn.MaxPool2d(2)
     x = torch.tensor([[[[1.0, float("inf")], [0.0, 2.0]]]], dtype=D)
-    r = lrp(pool, x, Composite(Z()), target=torch.ones(1, 1, dtype=D))
-    np.testing.assert_array_equal(r.relevance.numpy().ravel(), [0.0, float("inf"), 0.0, 0.0])
+    r, _ = maxpool_backward(pool, False, x, pool(x), torch.full((1, 1, 1, 1), 3.0, dtype=D))
+    np.testing.assert_array_equal(r.numpy().ravel(), [0.0, 3.0, 0.0, 0.0])

@@ -351,6 +351,10 @@ def lrp(model: nn.Module, x: torch.Tensor, composite: Composite, target=None) ->
     """
     fp = forward(model, x, composite)
     scores = fp.scores
+    if not bool(torch.isfinite(scores).all()):
+        # the rules treat non-finite quotients as 0: without this check NaN would become zeros
+        raise ValueError("sklrp.nn.lrp: the network output contains NaN or infinity (non-finite input or "
+                         "weights); its relevance would be meaningless")
     k = scores.shape[1]
     if target is None:
         weights = torch.nn.functional.one_hot(scores.argmax(1), k).to(scores)
