@@ -338,6 +338,11 @@ def lrp(model: nn.Module, x: torch.Tensor, composite: Composite, target=None) ->
     -------
     LRPResult
 
+    Raises
+    ------
+    ValueError
+        When the network output contains NaN or infinity.
+
     Examples
     --------
     >>> import torch
