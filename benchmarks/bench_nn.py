@@ -17,6 +17,7 @@ Usage::
 
     python benchmarks/bench_nn.py            # 3x64x64 inputs, batch 16
     python benchmarks/bench_nn.py --quick    # 3x32x32, batch 8 (a few seconds)
+    python benchmarks/bench_nn.py --batch 128 --size 128   # a GPU-sized workload
 """
 
 from __future__ import annotations
@@ -99,9 +100,11 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small inputs and few repeats")
     parser.add_argument("--repeats", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=None, help="images per batch (default 16; --quick 8)")
+    parser.add_argument("--size", type=int, default=None, help="image side, a multiple of 8 (default 64; --quick 32)")
     args = parser.parse_args(argv)
     size, batch, repeats = (32, 8, 5) if args.quick else (64, 16, 10)
-    repeats = args.repeats or repeats
+    size, batch, repeats = args.size or size, args.batch or batch, args.repeats or repeats
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
     model = vgg_like(size=size).to(device)

@@ -694,3 +694,39 @@ def test_maxpool_with_infinite_maxima_uses_exact_comparison():
     x = torch.tensor([[[[1.0, float("inf")], [0.0, 2.0]]]], dtype=D)
     r, _ = maxpool_backward(pool, False, x, pool(x), torch.full((1, 1, 1, 1), 3.0, dtype=D))
     np.testing.assert_array_equal(r.numpy().ravel(), [0.0, 3.0, 0.0, 0.0])
+
+
+@pytest.mark.parametrize("dims", [1, 2, 3])
+def test_maxpool_window_and_offset_paths_agree_with_ties(dims):
+    """Non-overlapping max pooling runs by window views (GPUs) or by offsets (CPUs): both are
+    Eq. (2.35) with ties split evenly, and equal the general windowed implementation."""
+    from sklrp.nn import layers
+
+    pool = {1: nn.MaxPool1d, 2: nn.MaxPool2d, 3: nn.MaxPool3d}[dims](2)
+    x = torch.tensor(np.random.RandomState(dims).randint(0, 3, size=(2, 3) + (5,) * dims), dtype=D)  # many ties
+    out = pool(x)
+    relevance = torch.tensor(np.random.RandomState(0).randn(*out.shape), dtype=D)
+    general = layers._maxpool_general(pool, False, x, out, relevance)
+    for by_window in (True, False):
+        r = layers._maxpool_tiled(pool, False, x, out, relevance, by_window=by_window)
+        np.testing.assert_allclose(r.numpy(), general.numpy(), rtol=1e-12, atol=1e-14)
+    flat = layers._maxpool_tiled(pool, True, x, out, relevance)
+    np.testing.assert_allclose(flat.numpy(), layers._maxpool_general(pool, True, x, out, relevance).numpy(),
+                               rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_paths_equal_cpu_in_float64():
+    """On GPUs max pooling compares by window views and the scalars of the rules stay on the host;
+    in float64 the relevance equals the CPU's (ties in the pools, an input layer of mixed sign)."""
+    seeded(11)
+    net = nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(4, 4, 3, padding=1),
+                        nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(16, 3)).to(D)
+    x = torch.tensor(np.random.RandomState(0).randint(-2, 3, size=(3, 2, 8, 8)), dtype=D)  # ties everywhere
+    for comp in (Composite(Epsilon(0.01)), Composite(Epsilon(0.01), conv_rule=AlphaBeta(2.0, -1.0)),
+                 Composite(Z(), conv_rule=ZPlus(), flat_depth=1)):
+        cpu = lrp(net, x, comp)
+        gpu = lrp(net.cuda(), x.cuda(), comp)
+        net.cpu()
+        np.testing.assert_allclose(gpu.relevance.cpu().numpy(), cpu.relevance.numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(gpu.bias.cpu().numpy(), cpu.bias.numpy(), rtol=1e-10, atol=1e-12)

@@ -39,6 +39,7 @@ import torch
 from torch import nn
 
 from . import layers
+from ..rules import AlphaBeta
 from .composites import Composite
 from .merge import Add, Concat
 
@@ -122,22 +123,42 @@ class _Session:
         self.composite = composite
         self.relevance = relevance  # False: only find the logits (plain differentiable forward)
         self.position = 0  # linear-type layers seen so far in the forward pass
-        self.bias = None
+        self.absorbed = []  # bias relevance per layer, summed once at the end
         self.softmax = []  # (output, input) of softmax-type modules
         self.terminal = []  # (output, input) of sigmoid modules (removable when terminal)
+        self.input_minima = []  # min of each alpha-beta layer's input, fetched from the device together
+        self._mixed = None
+
+    @property
+    def bias(self):
+        """Relevance absorbed by bias-like terms per sample, or None if no layer absorbed any."""
+        if not self.absorbed:
+            return None
+        return self.absorbed[0] if len(self.absorbed) == 1 else torch.stack(self.absorbed).sum(dim=0)
 
     def _absorb(self, bias):
-        self.bias = bias if self.bias is None else self.bias + bias
+        self.absorbed.append(bias)
 
-    def step_for(self, module, kind):
+    def _has_negative_input(self, index):
+        # one host synchronisation for all alpha-beta layers instead of one per layer
+        if self._mixed is None:
+            self._mixed = torch.stack(self.input_minima).lt(0).tolist()
+        return self._mixed[index]
+
+    def step_for(self, module, kind, inputs=()):
         if kind == "linear":
             position = self.position
             self.position += 1
             rule = self.composite.rule_for(module, position)
             fn = layers.conv_backward if isinstance(module, nn.modules.conv._ConvNd) else layers.linear_backward
+            sign_check = None
+            if isinstance(rule, AlphaBeta) and inputs[0].numel() > 0:
+                sign_check = len(self.input_minima)
+                self.input_minima.append(inputs[0].detach().amin())
 
             def step(inputs, out, r):
-                r_in, rb = fn(module, rule, inputs[0], out, r)
+                mixed = None if sign_check is None else self._has_negative_input(sign_check)
+                r_in, rb = fn(module, rule, inputs[0], out, r, mixed=mixed)
                 self._absorb(rb)
                 return [r_in]
 
@@ -186,7 +207,7 @@ class _Session:
             tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
             if len(tensors) != len(inputs) or (kind != "add" and len(tensors) != 1):
                 raise TypeError(f"sklrp: {type(module).__name__} must be called with tensor input(s) only")
-            wrapped = _RelevanceFunction.apply(self.step_for(module, kind), output.detach(), *tensors)
+            wrapped = _RelevanceFunction.apply(self.step_for(module, kind, tensors), output.detach(), *tensors)
             if isinstance(module, nn.Sigmoid):
                 self.terminal.append((wrapped, inputs[0]))
             return wrapped

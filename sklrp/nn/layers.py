@@ -75,7 +75,7 @@ def _epsilon_den(z, eps):
     every ``z_ij = x_i w_ij`` and ``b_j`` of such a unit is zero and its messages
     ``x_i w_ij s_j`` and ``b_j s_j`` vanish whatever the sign of ``s_j``.
     """
-    return torch.copysign(z.new_full((), eps), z).add_(z)
+    return torch.copysign(torch.tensor(eps, dtype=z.dtype), z).add_(z)  # a CPU scalar: no fill kernel on GPUs
 
 
 class _LayerOp:
@@ -84,8 +84,8 @@ class _LayerOp:
     ``forward(x, w, b)`` runs the layer's operator with weight ``w`` and bias ``b``;
     ``backward(s, w, x)`` its transpose (the input gradient of ``x -> x * w``), mapping
     tensors shaped like the output (with ``w.shape[0]`` channels) to the input's
-    shape. ``stack(a, b)`` stacks two weights (or biases) along the output units so
-    that one operator call serves both (the parts of alpha-beta): per group for
+    shape. ``parts(w)`` stacks the positive and negative parts of a weight (or bias)
+    along the output units so that one operator call serves both (alpha-beta): per group for
     grouped convolutions, so that output channel ``(g, part, k)`` is part ``part``
     of channel ``k`` of group ``g``. A ``Linear`` layer works on ``(rows, features)``.
     """
@@ -121,9 +121,16 @@ class _LayerOp:
             s, x, w, None, _tuple(m.stride, d), _tuple(m.padding, d), _tuple(m.dilation, d), False, [0] * d,
             m.groups, (True, False, False))[0]
 
-    def stack(self, a, b):
+    def parts(self, t):
+        """``(stacked, t+, t-)``: the positive and negative parts of a weight or bias, and both
+        stacked along the output units (two clamps into one buffer, no further copies)."""
         g = self.groups
-        return torch.stack([a.unflatten(0, (g, -1)), b.unflatten(0, (g, -1))], dim=1).flatten(0, 2)
+        t = t.unflatten(0, (g, -1))
+        both = t.new_empty((g, 2, *t.shape[1:]))
+        pos, neg = both[:, 0], both[:, 1]
+        torch.clamp(t, min=0, out=pos)
+        torch.clamp(t, max=0, out=neg)
+        return both.flatten(0, 2), pos.flatten(0, 1), neg.flatten(0, 1)
 
     def stacked_buffer(self, z):
         """Uninitialised ``(n, groups, 2, K / groups, *spatial)``; ``[:, :, p]`` is shaped like ``z`` grouped."""
@@ -142,7 +149,7 @@ class _LayerOp:
         return s @ b
 
 
-def _fast_rule(rule, op, x, z, relevance):
+def _fast_rule(rule, op, x, z, relevance, mixed=None):
     """Rules of Table 2.1 on a ``Linear``/``ConvNd`` layer with the least work; None if not covered.
 
     ``x`` is the layer input, ``z`` its output (reused as ``z_j`` of Eqs. (2.13),
@@ -167,7 +174,8 @@ def _fast_rule(rule, op, x, z, relevance):
     positive part gets its ``beta`` share with a larger relative error than from
     a separate convolution; the tests compare with loop references and zennit in
     float64. Elsewhere the results equal :meth:`sklrp.rules.Rule.propagate` up to
-    rounding.
+    rounding. ``mixed`` says whether ``x`` has negative entries (None: look, which
+    synchronises with a GPU; :mod:`sklrp.nn.engine` looks for all layers at once).
     """
     w, b = op.weight, op.bias
     if type(rule) in (Z, Epsilon):
@@ -184,10 +192,11 @@ def _fast_rule(rule, op, x, z, relevance):
     if not isinstance(rule, AlphaBeta):
         return None
     a, be = rule.alpha, rule.beta
-    wp, wn = w.clamp(min=0), w.clamp(max=0)
-    bp, bn = (None, None) if b is None else (b.clamp(min=0), b.clamp(max=0))
-    mixed = x.numel() > 0 and bool(x.amin() < 0)  # else x >= 0: the x- terms of Eq. (2.25) vanish
+    if mixed is None:
+        mixed = x.numel() > 0 and bool(x.amin() < 0)  # else x >= 0: the x- terms of Eq. (2.25) vanish
     xp, xn = (x.clamp(min=0), x.clamp(max=0)) if mixed else (x, None)
+    w2, wp, wn = op.parts(w)
+    b2, bp, _ = (None, None, None) if b is None else op.parts(b)
     zp = op.forward(xp, wp, bp)  # z+_j = sum_i (x+_i w+_ij + x-_i w-_ij) + b+_j
     if mixed:
         zp.add_(op.forward(xn, wn))
@@ -197,35 +206,37 @@ def _fast_rule(rule, op, x, z, relevance):
         if mixed:
             r_in.add_(op.backward(s, wn, x).mul_(xn))
         return r_in, op.bias_relevance(s, bp)
-    s = op.stacked_buffer(z)  # [s+, s-] per group
+    # s+ = alpha R / z+, s- = beta R / z- (0/0 := 0), stacked like w2 = [w+, w-] per group, so that
+    # one transposed product gives sum_j (alpha w+_ij s+_j + beta w-_ij s-_j) and the bias needs no scaling
+    s = op.stacked_buffer(z)
     sp, sn = s[:, :, 0], s[:, :, 1]
     g_rel = op.grouped(relevance)
+    zero = torch.zeros((), dtype=z.dtype)  # a CPU scalar: no fill kernel on GPUs
     torch.sub(op.grouped(z), op.grouped(zp), out=sn)  # z-_j = z_j - z+_j
-    torch.div(g_rel, sn, out=sn)
-    torch.div(g_rel, op.grouped(zp), out=sp)
-    s = s.flatten(1, 3).nan_to_num_(0.0, 0.0, 0.0)  # s+ = R / z+, s- = R / z- (0/0 := 0)
-    r_in = op.backward(s, op.stack(wp * a, wn * be), x).mul_(xp)  # x+_i (alpha w+ s+ + beta w- s-)_i
-    if mixed:
-        r_in.add_(op.backward(s, op.stack(wn * a, wp * be), x).mul_(xn))  # x-_i (alpha w- s+ + beta w+ s-)_i
-    bs = None if b is None else op.stack(bp * a, bn * be)
-    return r_in, op.bias_relevance(s, bs)
+    torch.addcdiv(zero, g_rel, sn, value=be, out=sn)
+    torch.addcdiv(zero, g_rel, op.grouped(zp), value=a, out=sp)
+    s = s.flatten(1, 3).nan_to_num_(0.0, 0.0, 0.0)
+    r_in = op.backward(s, w2, x).mul_(xp)  # x+_i (alpha w+ s+ + beta w- s-)_i
+    if mixed:  # x-_i (alpha w- s+ + beta w+ s-)_i: the parts swapped
+        r_in.add_(op.backward(s, w2.unflatten(0, (op.groups, 2, -1)).flip(1).flatten(0, 2), x).mul_(xn))
+    return r_in, op.bias_relevance(s, b2)
 
 
-def linear_backward(module, rule, x, out, relevance):
-    """``torch.nn.Linear`` (any leading dimensions) under ``rule``."""
+def linear_backward(module, rule, x, out, relevance, mixed=None):
+    """``torch.nn.Linear`` (any leading dimensions) under ``rule``; ``mixed`` as for :func:`_fast_rule`."""
     n = x.shape[0]
     x2, o2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1])
     r2 = relevance.reshape(o2.shape)
-    res = _fast_rule(rule, _LayerOp(module), x2, o2, r2)
+    res = _fast_rule(rule, _LayerOp(module), x2, o2, r2, mixed)
     if res is None:
         lr = rule.propagate(DenseLayerMap(module, x2, o2), x2, r2)
         res = lr.input, lr.bias
     return res[0].reshape(x.shape), res[1].reshape(n, -1).sum(dim=1)
 
 
-def conv_backward(module, rule, x, out, relevance):
-    """``torch.nn.ConvNd`` (stride, padding, dilation, groups) under ``rule``."""
-    res = _fast_rule(rule, _LayerOp(module), x, out, relevance)
+def conv_backward(module, rule, x, out, relevance, mixed=None):
+    """``torch.nn.ConvNd`` (stride, padding, dilation, groups) under ``rule``; ``mixed`` as for :func:`_fast_rule`."""
+    res = _fast_rule(rule, _LayerOp(module), x, out, relevance, mixed)
     if res is not None:
         return res
     x2 = _flat(x)
@@ -272,15 +283,28 @@ def _pool_windows(x, module, out_spatial):
     return xp[tuple(index)]
 
 
-def _maxpool_tiled(module, flat, x, out, relevance):
-    """Eq. (2.35) for non-overlapping windows (stride = kernel, no padding/dilation), offset by offset.
+def _zero(dtype):
+    # a CPU 0-dim tensor acts as a scalar on any device: no fill kernel on a GPU
+    return torch.zeros((), dtype=dtype)
 
-    For each offset ``a`` inside the window, ``x[..., a::k]`` holds the ``a``-th
-    element of every window, shaped like the output; the winners are where it equals
-    the window's maximum (ties split evenly). Works on output-sized strided views
-    with arithmetic only (comparisons and ``where`` are slow on CPUs; windows with
-    an infinite or NaN maximum are compared exactly). Returns None when the pooling
-    is not of that (most common) form.
+
+def _maxpool_tiled(module, flat, x, out, relevance, by_window=None):
+    """Eq. (2.35) for non-overlapping windows (stride = kernel, no padding/dilation).
+
+    The winners of a window are the elements equal to its maximum; ties split evenly.
+    Two implementations, chosen by device (``by_window`` forces one):
+
+    * GPUs (kernel launches dominate): the covered part of ``x`` viewed as
+      ``(n, C, o_1, k_1, o_2, k_2, ...)`` is compared exactly with the output broadcast
+      as ``(n, C, o_1, 1, ...)``: four whole-tensor operations and no host
+      synchronisation, whatever the window size.
+    * CPUs: offset by offset (``x[..., a::k]`` holds the ``a``-th element of every
+      window, shaped like the output), by arithmetic only, ``sign(max - x)`` being 0 for
+      a winner and 1 for a loser. Comparisons, ``where`` and broadcasts over short
+      window axes run several times slower there. A window with an infinite or NaN
+      maximum (``inf - inf`` is NaN) takes the exact comparison instead.
+
+    Returns None when the pooling is not of that (most common) form.
     """
     d = x.ndim - 2
     k = _tuple(module.kernel_size, d)
@@ -291,35 +315,48 @@ def _maxpool_tiled(module, flat, x, out, relevance):
     cover = [o[i] * k[i] for i in range(d)]
     if any(cover[i] > x.shape[2 + i] for i in range(d)):
         return None  # ceil_mode windows hanging over the edge
-    offsets = list(itertools.product(*[range(ki) for ki in k]))
+    covered = all(cover[i] == x.shape[2 + i] for i in range(d))
+    r_in = torch.empty_like(x) if covered else torch.zeros_like(x)
+    size = 1
+    for ki in k:
+        size *= ki
+    if flat:
+        by_window = True
+    elif by_window is None:
+        by_window = x.is_cuda or not bool(torch.isfinite(out.sum()))
+
+    if by_window:
+        def windows(t):  # (n, C, o_1, k_1, ...) view of the covered part of t
+            t = t[(slice(None), slice(None), *[slice(0, c) for c in cover])]
+            for i in range(d):
+                t = t.unflatten(2 + 2 * i, (o[i], k[i]))
+            return t
+
+        def spread(t):  # (n, C, o_1, 1, o_2, 1, ...) view of an output-shaped tensor
+            for i in range(d):
+                t = t.unsqueeze(3 + 2 * i)
+            return t
+
+        rw = windows(r_in)
+        if flat:
+            rw.copy_(spread(relevance / size).expand(rw.shape))
+            return r_in
+        winners = torch.eq(windows(x), spread(out))
+        share = relevance / winners.sum(dim=tuple(3 + 2 * i for i in range(d)))  # 0 winners only at NaN
+        torch.where(winners, spread(share), _zero(x.dtype), out=rw)
+        return r_in
 
     def at(t, offset):  # the elements at ``offset`` of all windows, shaped like ``out``
         return t[(slice(None), slice(None), *[slice(a, a + o[i] * k[i], k[i]) for i, a in enumerate(offset)])]
 
-    if flat:
-        losers, share = None, relevance / len(offsets)
-    elif not bool(torch.isfinite(out.sum())):  # inf - inf is NaN: compare exactly (slow on CPUs, rare)
-        winners = [at(x, a) == out for a in offsets]
-        count = sum(w_.to(x.dtype) for w_ in winners)
-        share = _safe_divide(relevance, count)
-        r_in = torch.zeros_like(x)
-        for w_, a in zip(winners, offsets):
-            at(r_in, a).copy_(torch.where(w_, share, 0.0))
-        return r_in
-    else:
-        # sign(max - x) is 0 where x is its window's maximum and 1 elsewhere
-        losers = [torch.sub(out, at(x, a)).sign_() for a in offsets]
-        count = torch.rsub(losers[0], len(offsets))  # len(offsets) - losers[0]
-        for n in losers[1:]:
-            count.sub_(n)
-        share = torch.div(relevance, count, out=count)  # ties split evenly
-    covered = all(cover[i] == x.shape[2 + i] for i in range(d))
-    r_in = torch.empty_like(x) if covered else torch.zeros_like(x)
+    offsets = list(itertools.product(*[range(ki) for ki in k]))
+    losers = [torch.sub(out, at(x, a)).sign_() for a in offsets]
+    count = torch.rsub(losers[0], size)  # size - losers[0]
+    for n in losers[1:]:
+        count.sub_(n)
+    share = torch.div(relevance, count, out=count)  # ties split evenly
     for i, a in enumerate(offsets):
-        if losers is None:
-            at(r_in, a).copy_(share)
-        else:
-            torch.addcmul(share, losers[i], share, value=-1, out=at(r_in, a))  # share, or exactly 0
+        torch.addcmul(share, losers[i], share, value=-1, out=at(r_in, a))  # share, or exactly 0
     return r_in
 
 
@@ -327,11 +364,16 @@ def maxpool_backward(module, flat, x, out, relevance):
     """Max pooling: winner-take-all with ties split evenly (Eqs. (2.33)-(2.35)).
 
     Inside the flat region each ``R_j`` is spread evenly over the (non-padded)
-    window instead (Eq. (2.27)). Exactly conservative.
+    window instead (Eq. (2.27)). Exactly conservative: returns ``(R_in, None)``, nothing absorbed.
     """
     fast = _maxpool_tiled(module, flat, x, out, relevance)
-    if fast is not None:
-        return fast, x.new_zeros(x.shape[0])
+    if fast is None:
+        fast = _maxpool_general(module, flat, x, out, relevance)
+    return fast, None
+
+
+def _maxpool_general(module, flat, x, out, relevance):
+    """Any max pooling (overlapping windows, padding, dilation, ceil mode) through unfolded windows."""
     d = x.ndim - 2
     out_spatial = out.shape[2:]
     with torch.enable_grad():
@@ -345,7 +387,7 @@ def maxpool_backward(module, flat, x, out, relevance):
         count = chosen.sum(dim=tuple(range(-d, 0))).to(x.dtype)
         msg = chosen.to(x.dtype) * _safe_divide(relevance, count)[expand]
         (r_in,) = torch.autograd.grad(win, x0, msg)
-    return r_in, x.new_zeros(x.shape[0])
+    return r_in
 
 
 def batchnorm_backward(module, x, out, relevance):
