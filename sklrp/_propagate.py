@@ -72,6 +72,10 @@ class Propagator:
     def __init__(self, step):
         self.step = step
 
+    def temporaries_per_row(self):
+        """Elements of temporary memory per sample when writing into the result (``writes_into``)."""
+        return None
+
     def forward(self, x: torch.Tensor, config: RuleConfig) -> torch.Tensor:  # pragma: no cover
         """Replay ``step.transform`` on a torch batch."""
         raise NotImplementedError
@@ -109,7 +113,10 @@ class Head:
     when it is the only step of the chain: ``scores_propagate_nonfinite = True`` says
     that a NaN or inf in ``x`` always reaches ``scores`` (so the input check can look at
     the scores), and ``writes_into = True`` says that :meth:`relevance` accepts
-    ``out=``, a preallocated tensor shaped like ``x`` to write the relevance into.
+    ``out=``, a preallocated tensor shaped like ``x`` to write the relevance into. Such a
+    head keeps only ``(rows, n_outputs)`` temporaries (:meth:`temporaries_per_row`), so
+    it takes batches of ``batch_size * n_features / n_outputs`` rows: the memory of one
+    ordinary batch, far fewer per-batch overheads.
 
     The default target handling covers estimators with ``classes_`` whose score
     columns are ``decision_function``'s (one column for binary problems, positive

@@ -138,7 +138,8 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
     dtype : {None, "float32", "float64"}, default=None
         None means float64 on the CPU and float32 on a GPU.
     batch_size : int, default=1024
-        Samples per batch; bounds memory.
+        Samples per batch; bounds memory. A lone linear model, whose only temporaries are its scores,
+        takes ``batch_size * n_features / (2 n_outputs + 2)`` rows at a time (the same memory).
     n_root_candidates : int, default=50
         Taylor decompositions (RBF/chi2 SVMs): number of opposite-class reference
         samples searched for a root point (Eqs. (2.75)-(2.76)).
@@ -349,17 +350,21 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
         output = np.zeros(n)
         relevance_sum = np.zeros(n)
         targets, extras = [], {}
-        batches = [slice(i, min(i + self.batch_size, n)) for i in range(0, n, self.batch_size)]
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc="LRP", unit="batch")
         # A lone memory-bound head (a linear model) may stream into the output and let its
         # scores stand in for the input check: each saves a full pass over X.
         lone_head = not body
         check_scores = lone_head and head.scores_propagate_nonfinite
         write_into = (lone_head and head.writes_into and self.bias == "keep" and config.device.type == "cpu"
                       and config.dtype == torch.float64)
+        rows = self.batch_size
+        if write_into and head.temporaries_per_row():
+            # the memory of one batch of batch_size x n_features, in far fewer (Python-bound) batches
+            rows = max(rows, rows * int(np.prod(X.shape[1:])) // head.temporaries_per_row())
+        batches = [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
+        if self.verbose:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc="LRP", unit="batch")
         with torch.no_grad():
             for batch in batches:
                 x = config.tensor(X[batch])

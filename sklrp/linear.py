@@ -87,6 +87,10 @@ class LinearModelHead(Head):
     scores_propagate_nonfinite = True
     writes_into = True
 
+    def temporaries_per_row(self):
+        # scores, target weights and the output per sample; the (rows, d) work runs in cache blocks
+        return 2 * np.atleast_2d(self.step.coef_).shape[0] + 2
+
     def relevance(self, x, weights, scores, config, out=None):
         w, b = self._params(config)
         bias = weights @ b

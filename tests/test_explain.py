@@ -146,6 +146,28 @@ def test_batch_size_does_not_change_result():
     np.testing.assert_array_equal(a.target, b.target)
 
 
+@pytest.mark.parametrize("n_classes", [2, 3])
+def test_lone_linear_model_batches_by_its_temporaries(n_classes, capsys):
+    """A lone linear model writes into the result and keeps (rows, n_outputs) temporaries only:
+    batch_size * n_features / (2 n_outputs + 2) rows per batch, same relevance as any batching."""
+    from sklearn.datasets import load_digits
+
+    X, y = load_digits(n_class=n_classes, return_X_y=True)  # 64 features
+    lrp = LRPTransformer(device="cpu", estimator=LogisticRegression(max_iter=1000), batch_size=6, verbose=True)
+    lrp.fit(X, y)
+    per_row = 2 * (1 if n_classes == 2 else n_classes) + 2
+    assert lrp.chain_[1].temporaries_per_row() == per_row
+    a = lrp.explain(X)
+    rows = 6 * 64 // per_row
+    assert rows > 6
+    n_batches = -(-len(X) // rows)
+    assert f"{n_batches}/{n_batches}" in capsys.readouterr().err  # the progress bar's count
+    b = lrp.set_params(batch_size=10_000).explain(X)
+    np.testing.assert_allclose(a.relevance, b.relevance, rtol=1e-12)
+    np.testing.assert_allclose(a.relevance.sum(1) + a.bias_relevance, a.output, rtol=1e-12)
+    np.testing.assert_array_equal(a.target, b.target)
+
+
 def test_verbose_progress_bar(capsys):
     LRPTransformer(
         device="cpu", estimator=LogisticRegression(max_iter=1000), verbose=True, batch_size=50

@@ -67,6 +67,18 @@ def _div0(num, den, out=None):
     return torch.div(num, den, out=out).nan_to_num_(0.0, 0.0, 0.0)
 
 
+_CONSTANTS: dict = {}
+
+
+def _constant(value, like):
+    """A cached 0-dim tensor of ``value`` with the dtype and device of ``like``, for the ops that
+    take no Python number; a fresh one would cost a fill kernel per layer on a GPU."""
+    key = (value, like.dtype, like.device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
+    return _CONSTANTS[key]
+
+
 def _epsilon_den(z, eps):
     """``z + eps sign(z)`` (Eq. (2.22)) by ``copysign``, without boolean tensors.
 
@@ -75,7 +87,7 @@ def _epsilon_den(z, eps):
     every ``z_ij = x_i w_ij`` and ``b_j`` of such a unit is zero and its messages
     ``x_i w_ij s_j`` and ``b_j s_j`` vanish whatever the sign of ``s_j``.
     """
-    return torch.copysign(torch.tensor(eps, dtype=z.dtype), z).add_(z)  # a CPU scalar: no fill kernel on GPUs
+    return torch.copysign(_constant(eps, z), z).add_(z)
 
 
 class _LayerOp:
@@ -211,7 +223,7 @@ def _fast_rule(rule, op, x, z, relevance, mixed=None):
     s = op.stacked_buffer(z)
     sp, sn = s[:, :, 0], s[:, :, 1]
     g_rel = op.grouped(relevance)
-    zero = torch.zeros((), dtype=z.dtype)  # a CPU scalar: no fill kernel on GPUs
+    zero = _constant(0.0, z)
     torch.sub(op.grouped(z), op.grouped(zp), out=sn)  # z-_j = z_j - z+_j
     torch.addcdiv(zero, g_rel, sn, value=be, out=sn)
     torch.addcdiv(zero, g_rel, op.grouped(zp), value=a, out=sp)
@@ -283,11 +295,6 @@ def _pool_windows(x, module, out_spatial):
     return xp[tuple(index)]
 
 
-def _zero(dtype):
-    # a CPU 0-dim tensor acts as a scalar on any device: no fill kernel on a GPU
-    return torch.zeros((), dtype=dtype)
-
-
 def _maxpool_tiled(module, flat, x, out, relevance, by_window=None):
     """Eq. (2.35) for non-overlapping windows (stride = kernel, no padding/dilation).
 
@@ -343,7 +350,7 @@ def _maxpool_tiled(module, flat, x, out, relevance, by_window=None):
             return r_in
         winners = torch.eq(windows(x), spread(out))
         share = relevance / winners.sum(dim=tuple(3 + 2 * i for i in range(d)))  # 0 winners only at NaN
-        torch.where(winners, spread(share), _zero(x.dtype), out=rw)
+        torch.where(winners, spread(share), _constant(0.0, x), out=rw)
         return r_in
 
     def at(t, offset):  # the elements at ``offset`` of all windows, shaped like ``out``
