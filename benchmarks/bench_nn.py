@@ -11,7 +11,9 @@ The first lines print the FLOP floor of each composite relative to the gradient
 (:func:`flop_ratios`): epsilon LRP needs exactly the gradient's products (1.0x);
 alpha-beta needs one more forward product and two transposed ones per convolution
 (2.02x for this net), so no exact implementation of a2b1 can reach 1.5x.
-Measured figures and what limits them: README, section "Performance".
+On CUDA it also times :class:`sklrp.nn.GraphedLRP` (the same explanation replayed from
+CUDA graphs) and the gradient recorded as a CUDA graph. Measured figures and what limits
+them: README, section "Performance".
 
 Usage::
 
@@ -29,7 +31,7 @@ import time
 import torch
 from torch import nn
 
-from sklrp.nn import Composite, lrp
+from sklrp.nn import Composite, GraphedLRP, lrp
 from sklrp.rules import AlphaBeta, Epsilon
 
 
@@ -78,6 +80,25 @@ def flop_ratios(model, x):
     return 1.0, a2b1 / grad
 
 
+def cuda_graph(fn, warmup=3):
+    """``fn`` (no arguments, fixed inputs) recorded as a CUDA graph; the replay returns its output."""
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for _ in range(warmup):
+            fn()
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = fn()
+
+    def replay():
+        graph.replay()
+        return out
+
+    return replay
+
+
 def timeit(fns, repeats, device):
     """Median seconds per call of each function; rounds are interleaved so that load
     changes on a shared machine hit all contenders alike."""
@@ -124,6 +145,13 @@ def main(argv=None):
     eps_only = Composite(Epsilon(0.01))
     fns = {"gradient": gradient, "sklrp": sklrp_lrp,
            "sklrp_eps": lambda: lrp(model, x, eps_only, target=weights).relevance}
+    if device.type == "cuda":
+        # replayed from CUDA graphs: sklrp's GraphedLRP (copy in, replay, checks, copies out), and
+        # the gradient recorded the same way, so that both sides of the ratio may use graphs
+        graphed, graphed_eps = GraphedLRP(model, composite), GraphedLRP(model, eps_only)
+        fns["sklrp_graph"] = lambda: graphed(x, weights).relevance
+        fns["sklrp_eps_graph"] = lambda: graphed_eps(x, weights).relevance
+        fns["gradient_graph"] = cuda_graph(gradient)
     try:
         from zennit.attribution import Gradient
         from zennit.composites import (
@@ -159,6 +187,12 @@ def main(argv=None):
           f"{t['sklrp'] / t['gradient']:.2f} (goal <= 1.5; FLOP floor {floor_a2b1:.2f})")
     print(f"sklrp epsilon only      : {1e3 * t['sklrp_eps']:8.1f} ms/batch   sklrp/gradient = "
           f"{t['sklrp_eps'] / t['gradient']:.2f} (goal <= 1.5)")
+    if device.type == "cuda":
+        g, gg = t["gradient"], t["gradient_graph"]
+        print(f"gradient x input (graph): {1e3 * gg:8.1f} ms/batch")
+        for key, label in (("sklrp_graph", "eps+a2b1"), ("sklrp_eps_graph", "epsilon ")):
+            print(f"sklrp {label} (GraphedLRP): {1e3 * t[key]:8.1f} ms/batch   sklrp/gradient = {t[key] / g:.2f} "
+                  f"(goal <= 1.5), vs the graphed gradient {t[key] / gg:.2f}")
     if Gradient is None:
         print("zennit not installed: run `make compare` for the zennit comparison")
         return

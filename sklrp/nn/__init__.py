@@ -3,6 +3,8 @@
 * :func:`lrp` / :func:`forward` (``engine``): LRP as a modified gradient (Eqs. (2.57)-(2.61)).
 * :class:`Composite`, :data:`THESIS_COMPOSITE` (``composites``): rules by layer type and
   position (Sections 5.4.1, 5.4.2).
+* :class:`GraphedLRP` (``graphs``): :func:`lrp` replayed from CUDA graphs (small batches
+  on GPUs without the per-kernel host cost).
 * :func:`fold_batchnorm` (``canonizers``): batch norm folded into the preceding layer.
 * :class:`Add`, :class:`Concat` (``merge``): mark merge points of non-sequential nets
   (Eqs. (2.38)-(2.41)).
@@ -13,6 +15,7 @@
 from .canonizers import fold_batchnorm
 from .composites import THESIS_COMPOSITE, Composite, make_composite
 from .engine import LRPResult, attached, forward, lrp, supported_layers
+from .graphs import GraphedLRP
 from .heads import TorchModel, TorchNetHead
 from .merge import Add, Concat
 
@@ -21,6 +24,7 @@ __all__ = [
     "Add",
     "Composite",
     "Concat",
+    "GraphedLRP",
     "LRPResult",
     "TorchModel",
     "TorchNetHead",

@@ -119,7 +119,7 @@ class _RelevanceFunction(torch.autograd.Function):
 class _Session:
     """State of one explanation: composite, layer positions, absorbed bias relevance."""
 
-    def __init__(self, composite, relevance=True):
+    def __init__(self, composite, relevance=True, mixed=None):
         self.composite = composite
         self.relevance = relevance  # False: only find the logits (plain differentiable forward)
         self.position = 0  # linear-type layers seen so far in the forward pass
@@ -127,7 +127,7 @@ class _Session:
         self.softmax = []  # (output, input) of softmax-type modules
         self.terminal = []  # (output, input) of sigmoid modules (removable when terminal)
         self.input_minima = []  # min of each alpha-beta layer's input, fetched from the device together
-        self._mixed = None
+        self._mixed = mixed  # given: whether each alpha-beta layer's input has negative entries (no lookup)
 
     @property
     def bias(self):
@@ -230,12 +230,14 @@ class _Session:
 
 
 @contextlib.contextmanager
-def attached(model: nn.Module, composite: Composite | None, relevance: bool = True):
+def attached(model: nn.Module, composite: Composite | None, relevance: bool = True, mixed=None):
     """Attach the LRP hooks to ``model`` for one forward pass; restore it afterwards.
 
     Yields a session object; everything (hooks, ``training`` flags, ``inplace``
     flags) is restored on exit, also when an exception is raised. With
-    ``relevance=False`` the hooks only locate a terminal softmax/sigmoid.
+    ``relevance=False`` the hooks only locate a terminal softmax/sigmoid. ``mixed``
+    (a list of bools, one per alpha-beta layer in forward order) says which of those
+    layers get inputs of both signs, instead of looking (a host synchronisation).
     """
     modules = list(model.modules())
     training = [(m, m.training) for m in modules]
@@ -245,7 +247,7 @@ def attached(model: nn.Module, composite: Composite | None, relevance: bool = Tr
         model.eval()
         for m, _ in inplace:
             m.inplace = False  # in-place activations would overwrite saved layer inputs
-        session = _Session(composite, relevance)
+        session = _Session(composite, relevance, mixed)
         for m in modules:
             kind = _kind(m)
             if kind is not None:
@@ -305,13 +307,13 @@ class ForwardPass:
         return r.detach(), bias
 
 
-def forward(model: nn.Module, x: torch.Tensor, composite: Composite) -> ForwardPass:
+def forward(model: nn.Module, x: torch.Tensor, composite: Composite, mixed=None) -> ForwardPass:
     """Run ``model`` on ``x`` with LRP hooks and keep the graph for :meth:`ForwardPass.relevance`.
 
-    ``model`` must already have the dtype and device of ``x``.
+    ``model`` must already have the dtype and device of ``x``; ``mixed`` as for :func:`attached`.
     """
     x = x.detach().clone().requires_grad_(True)
-    with torch.enable_grad(), attached(model, composite) as session:
+    with torch.enable_grad(), attached(model, composite, mixed=mixed) as session:
         out = model(x)
         if not isinstance(out, torch.Tensor):
             raise TypeError(f"sklrp explains modules returning one tensor; got {type(out).__name__}")
@@ -375,25 +377,55 @@ def lrp(model: nn.Module, x: torch.Tensor, composite: Composite, target=None) ->
     >>> bool(torch.allclose(res.relevance.sum(1), res.output))
     True
     """
-    fp = forward(model, x, composite)
-    scores = fp.scores
-    if not bool(torch.isfinite(scores).all()):
-        # the rules treat non-finite quotients as 0: without this check NaN would become zeros
-        raise ValueError("sklrp.nn.lrp: the network output contains NaN or infinity (non-finite input or "
-                         "weights); its relevance would be meaningless")
+    res, finite, _ = _explain(model, x, composite, target)
+    if not bool(finite):
+        raise ValueError(NONFINITE_OUTPUT)
+    return res
+
+
+NONFINITE_OUTPUT = ("sklrp.nn.lrp: the network output contains NaN or infinity (non-finite input or weights); its "
+                    "relevance would be meaningless")
+
+
+def _target_weights(scores, target):
+    """Initial relevance weights ``(n, K)`` for a target; no host synchronisation but for index targets."""
     k = scores.shape[1]
     if target is None:
-        weights = torch.nn.functional.one_hot(scores.argmax(1), k).to(scores)
-    elif isinstance(target, str) and target == "all":
-        weights = torch.ones_like(scores)
-    elif isinstance(target, int):
+        return torch.zeros_like(scores).scatter_(1, scores.argmax(1, keepdim=True), 1.0)
+    if isinstance(target, str) and target == "all":
+        return torch.ones_like(scores)
+    if isinstance(target, int):
         weights = torch.zeros_like(scores)
         weights[:, target] = 1
-    else:
-        t = torch.as_tensor(target, device=scores.device)
-        if t.ndim == 1:
-            weights = torch.nn.functional.one_hot(t.long(), k).to(scores)
-        else:
-            weights = t.to(scores)
+        return weights
+    return _as_weights(torch.as_tensor(target, device=scores.device), k).to(scores)
+
+
+def _as_weights(target, n_outputs):
+    """``(n, n_outputs)`` weights from per-sample output indices, or the weights given.
+
+    Indices are checked on the host: out of range on a GPU they would trip a device-side
+    assertion (which ruins the CUDA context) instead of raising.
+    """
+    if target.ndim != 1:
+        return target
+    idx = target.long()
+    if idx.numel() and bool(((idx < 0) | (idx >= n_outputs)).any()):
+        raise ValueError(f"target indices must lie in [0, {n_outputs}); got values from {idx.min().item()} to "
+                         f"{idx.max().item()}")
+    return torch.zeros((idx.shape[0], n_outputs), dtype=torch.float32, device=idx.device).scatter_(
+        1, idx[:, None], 1.0)
+
+
+def _explain(model, x, composite, target, mixed=None):
+    """:func:`lrp` without its checks: ``(LRPResult, finite, session)``, ``finite`` a 0-dim bool tensor.
+
+    Free of host synchronisation when ``mixed`` is given (so that a CUDA graph can capture it).
+    """
+    fp = forward(model, x, composite, mixed)
+    scores = fp.scores
+    # the rules treat non-finite quotients as 0: without this check NaN would become zeros
+    finite = torch.isfinite(scores).all()
+    weights = _target_weights(scores, target)
     r, b = fp.relevance(weights)
-    return LRPResult(r, b, (weights * scores).sum(1), scores)
+    return LRPResult(r, b, (weights * scores).sum(1), scores), finite, fp._session
