@@ -344,6 +344,10 @@ class LRPResult:
     scores: torch.Tensor
 
 
+_NONFINITE_OUTPUT = ("sklrp.nn.lrp: the network output contains NaN or infinity (non-finite input or weights); its "
+                     "relevance would be meaningless")
+
+
 def lrp(model: nn.Module, x: torch.Tensor, composite: Composite, target=None) -> LRPResult:
     """Explain ``model`` at ``x`` with a composite of rules (functional interface).
 
@@ -379,12 +383,8 @@ def lrp(model: nn.Module, x: torch.Tensor, composite: Composite, target=None) ->
     """
     res, finite, _ = _explain(model, x, composite, target)
     if not bool(finite):
-        raise ValueError(NONFINITE_OUTPUT)
+        raise ValueError(_NONFINITE_OUTPUT)
     return res
-
-
-NONFINITE_OUTPUT = ("sklrp.nn.lrp: the network output contains NaN or infinity (non-finite input or weights); its "
-                    "relevance would be meaningless")
 
 
 def _target_weights(scores, target):

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from .composites import Composite
-from .engine import NONFINITE_OUTPUT, LRPResult, _as_weights, _explain, lrp
+from .engine import _NONFINITE_OUTPUT, LRPResult, _as_weights, _explain, lrp
 
 __all__ = ["GraphedLRP"]
 
@@ -110,7 +110,7 @@ class GraphedLRP:
         rec.graph.replay()
         finite, negative = rec.check.tolist()  # the one host synchronisation
         if not finite:
-            raise ValueError(NONFINITE_OUTPUT)
+            raise ValueError(_NONFINITE_OUTPUT)
         if negative:  # an alpha-beta layer recorded as non-negative got negative inputs
             return lrp(self.model, x, self.composite, target)
         res = rec.result
@@ -135,7 +135,7 @@ class GraphedLRP:
         # a first eager run tells which alpha-beta layers get negative inputs, and the number of outputs
         res, finite, session = _explain(self.model, static_x, self.composite, None if kind == "weights" else target)
         if not bool(finite):
-            raise ValueError(NONFINITE_OUTPUT)
+            raise ValueError(_NONFINITE_OUTPUT)
         mixed = [bool(v) for v in torch.stack(session.input_minima).lt(0).tolist()] if session.input_minima else []
         static_w = None if weights is None else _as_weights(weights, res.scores.shape[1]).to(res.scores).clone()
         graph_target = target if static_w is None else static_w
