@@ -144,7 +144,7 @@ class _ElementwiseAffinePropagator(Propagator):
 
     def forward(self, x, config):
         w, b = self.affine(x, config)
-        return x * w if b is None else x * w + b
+        return x * w if b is None else torch.addcmul(b, x, w)
 
     def backward(self, x, relevance, config):
         w, b = self.affine(x, config)

@@ -69,16 +69,56 @@ def _view(w: torch.Tensor, view: str) -> torch.Tensor:
 
 
 def _safe_divide(num: torch.Tensor, den: torch.Tensor) -> torch.Tensor:
-    """``num / den`` with 0 where ``den == 0`` (the 0/0 := 0 convention)."""
-    zero = den == 0
-    return torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(den), den))
+    """``num / den`` with 0 where ``den == 0`` (the 0/0 := 0 convention); other quotients as they are."""
+    return torch.div(num, den).masked_fill_(den == 0, 0.0)
+
+
+# The hot paths of the rules avoid boolean tensors: on CPUs torch's comparison, ``where`` and
+# ``masked_fill`` kernels run an order of magnitude slower than arithmetic.
+
+
+def _div0(num, den, out=None):
+    """``num / den`` with every non-finite quotient set to 0, in two vectorised passes.
+
+    This is the 0/0 := 0 convention of the rules (a unit with ``z_j = 0`` passes no
+    relevance; the loop references in the tests skip such units) for ``R_j / 0`` as
+    well, and equals ``torch.where(den == 0, 0, num / den)`` wherever ``num`` is finite
+    and the quotient does not overflow. A NaN relevance (from a model whose output is
+    not finite) is set to 0 too, so callers check the output (``LRPTransformer`` checks
+    its input, ``sklrp.nn.lrp`` the network output). ``out`` may be a (strided) view
+    and may alias ``den``.
+    """
+    return torch.div(num, den, out=out).nan_to_num_(0.0, 0.0, 0.0)
+
+
+_CONSTANTS: dict = {}
+
+
+def _constant(value, like):
+    """A cached 0-dim tensor of ``value`` with the dtype and device of ``like``, for the ops that
+    take no Python number; a fresh one would cost a fill kernel per layer on a GPU."""
+    key = (value, like.dtype, like.device)
+    if key not in _CONSTANTS:
+        _CONSTANTS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
+    return _CONSTANTS[key]
+
+
+def _epsilon_den(z, eps):
+    """``z + eps sign(z)`` (Eq. (2.22)) by ``copysign``, without boolean tensors.
+
+    The thesis takes ``sign(0) = +1``; ``copysign`` gives ``-eps`` at ``z = -0.0``. That
+    cannot change any relevance: a sum is ``-0.0`` only when all its terms are, so
+    every ``z_ij = x_i w_ij`` and ``b_j`` of such a unit is zero and its messages
+    ``x_i w_ij s_j`` and ``b_j s_j`` vanish whatever the sign of ``s_j``.
+    """
+    return torch.copysign(_constant(eps, z), z).add_(z)
 
 
 class LinearMap:
     """Abstract linear mapping ``z = x @ W + b`` as seen by a rule.
 
     Subclasses implement :meth:`forward` (``x @ f(W)``) and :meth:`backward`
-    (``s @ f(W).T``) for the weight views ``"w"``, ``"pos"``, ``"neg"``, ``"sq"``
+    (``s @ f(W).T``, a new tensor: the rules scale it in place) for the weight views ``"w"``, ``"pos"``, ``"neg"``, ``"sq"``
     and ``"mask"``; ``bias`` is ``None`` or a tensor broadcastable to the output.
     """
 
@@ -139,6 +179,10 @@ class DiagonalMap(LinearMap):
     def backward(self, s, view="w"):
         return s * _view(self.weight, view)
 
+    def output(self, x):
+        # one pass instead of a product and a sum
+        return x * self.weight if self.bias is None else torch.addcmul(self.bias, x, self.weight)
+
 
 class LayerRelevance(NamedTuple):
     """Result of one backward step.
@@ -158,6 +202,8 @@ class LayerRelevance(NamedTuple):
 def _bias_relevance(bias, s, n, like):
     if bias is None:
         return like.new_zeros(n)
+    if bias.ndim == 1 and s.ndim == 2:
+        return s @ bias  # no (n, n_out) temporary
     return (s * bias).sum(dim=1)
 
 
@@ -198,8 +244,8 @@ class Z(Rule):
 
     def propagate(self, lmap, x, relevance):
         z = lmap.output(x)
-        s = _safe_divide(relevance, z)
-        return LayerRelevance(x * lmap.backward(s), _bias_relevance(lmap.bias, s, x.shape[0], x))
+        s = _div0(relevance, z)
+        return LayerRelevance(lmap.backward(s).mul_(x), _bias_relevance(lmap.bias, s, x.shape[0], x))
 
 
 @dataclass(frozen=True)
@@ -230,9 +276,12 @@ class Epsilon(Rule):
 
     def propagate(self, lmap, x, relevance):
         z = lmap.output(x)
-        sign = torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
-        s = _safe_divide(relevance, z + self.epsilon * sign)
-        return LayerRelevance(x * lmap.backward(s), _bias_relevance(lmap.bias, s, x.shape[0], x))
+        if self.epsilon > 0:  # |z + eps sign z| >= eps: no zero denominators
+            s = _epsilon_den(z, self.epsilon)
+            torch.div(relevance, s, out=s)
+        else:
+            s = _div0(relevance, z)
+        return LayerRelevance(lmap.backward(s).mul_(x), _bias_relevance(lmap.bias, s, x.shape[0], x))
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from ..rules import AlphaBeta, Epsilon, Flat, WSquare, Z, _safe_divide
+from ..rules import AlphaBeta, Epsilon, Flat, WSquare, Z, _constant, _div0, _epsilon_den, _safe_divide
 from .maps import _CONV, ConvMap, DenseLayerMap, FlatDiagonalMap, PoolMap
 
 __all__ = [
@@ -52,42 +52,6 @@ def _flat(t):
 # magnitude slower than plain arithmetic (boolean tensors are not vectorised), and every fresh
 # activation-sized tensor costs page faults. The hot paths below therefore use arithmetic only
 # (``copysign``, ``nan_to_num``, ``sign``), reduce with ``amin``, and write into buffers they own.
-
-
-def _div0(num, den, out=None):
-    """``num / den`` with every non-finite quotient set to 0, in two vectorised passes.
-
-    This is the 0/0 := 0 convention of the rules (a unit with ``z_j = 0`` passes no
-    relevance; the loop references in the tests skip such units) for ``R_j / 0`` as
-    well, and equals ``torch.where(den == 0, 0, num / den)`` wherever ``num`` is finite
-    and the quotient does not overflow. A NaN relevance (from a network whose output
-    is not finite) is set to 0 too, so check :attr:`LRPResult.output`. ``out`` may be
-    a (strided) view and may alias ``den``.
-    """
-    return torch.div(num, den, out=out).nan_to_num_(0.0, 0.0, 0.0)
-
-
-_CONSTANTS: dict = {}
-
-
-def _constant(value, like):
-    """A cached 0-dim tensor of ``value`` with the dtype and device of ``like``, for the ops that
-    take no Python number; a fresh one would cost a fill kernel per layer on a GPU."""
-    key = (value, like.dtype, like.device)
-    if key not in _CONSTANTS:
-        _CONSTANTS[key] = torch.tensor(value, dtype=like.dtype, device=like.device)
-    return _CONSTANTS[key]
-
-
-def _epsilon_den(z, eps):
-    """``z + eps sign(z)`` (Eq. (2.22)) by ``copysign``, without boolean tensors.
-
-    The thesis takes ``sign(0) = +1``; ``copysign`` gives ``-eps`` at ``z = -0.0``. That
-    cannot change any relevance: a sum is ``-0.0`` only when all its terms are, so
-    every ``z_ij = x_i w_ij`` and ``b_j`` of such a unit is zero and its messages
-    ``x_i w_ij s_j`` and ``b_j s_j`` vanish whatever the sign of ``s_j``.
-    """
-    return torch.copysign(_constant(eps, z), z).add_(z)
 
 
 class _LayerOp:
