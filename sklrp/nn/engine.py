@@ -65,7 +65,29 @@ def supported_layers() -> list[str]:
     return sorted({t.__name__ for t in groups}) + ["terminal Softmax/LogSoftmax/Sigmoid (removed)"]
 
 
+_KIND_OF_TYPE: dict = {}
+
+
 def _kind(module):
+    kind = _KIND_OF_TYPE.get(type(module), False)
+    if kind is not False:
+        return kind
+    kind = _kind_of_type(module)
+    if kind is not False:
+        _KIND_OF_TYPE[type(module)] = kind
+        return kind
+    has_children = next(module.children(), None) is not None
+    own_params = next(module.parameters(recurse=False), None) is not None
+    if has_children and not own_params:
+        return None  # a container: its children are hooked
+    raise TypeError(
+        f"sklrp cannot explain the layer {type(module).__name__} ({module!r}): no LRP decomposition is defined for "
+        f"it. Supported layers: {', '.join(supported_layers())}."
+    )
+
+
+def _kind_of_type(module):
+    """The kind of a known layer type (cached per type), or False when the instance decides."""
     if isinstance(module, _LINEAR):
         return "linear"
     if isinstance(module, _AVGPOOL):
@@ -84,14 +106,7 @@ def _kind(module):
         return "activation"
     if isinstance(module, _PASSIVE):
         return None
-    has_children = next(module.children(), None) is not None
-    own_params = next(module.parameters(recurse=False), None) is not None
-    if has_children and not own_params:
-        return None  # a container: its children are hooked
-    raise TypeError(
-        f"sklrp cannot explain the layer {type(module).__name__} ({module!r}): no LRP decomposition is defined for "
-        f"it. Supported layers: {', '.join(supported_layers())}."
-    )
+    return False
 
 
 def _check_layer(module, kind):
@@ -240,11 +255,12 @@ def attached(model: nn.Module, composite: Composite | None, relevance: bool = Tr
     layers get inputs of both signs, instead of looking (a host synchronisation).
     """
     modules = list(model.modules())
-    training = [(m, m.training) for m in modules]
+    training = [m for m in modules if m.training]  # only these change (and are restored)
     inplace = [(m, m.inplace) for m in modules if getattr(m, "inplace", None) is True]
     handles = []
     try:
-        model.eval()
+        if training:
+            model.eval()
         for m, _ in inplace:
             m.inplace = False  # in-place activations would overwrite saved layer inputs
         session = _Session(composite, relevance, mixed)
@@ -259,8 +275,8 @@ def attached(model: nn.Module, composite: Composite | None, relevance: bool = Tr
             h.remove()
         for m, flag in inplace:
             m.inplace = flag
-        for m, flag in training:
-            m.training = flag
+        for m in training:
+            m.training = True
 
 
 class ForwardPass:
