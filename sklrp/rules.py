@@ -118,8 +118,9 @@ class LinearMap:
     """Abstract linear mapping ``z = x @ W + b`` as seen by a rule.
 
     Subclasses implement :meth:`forward` (``x @ f(W)``) and :meth:`backward`
-    (``s @ f(W).T``, a new tensor: the rules scale it in place) for the weight views ``"w"``, ``"pos"``, ``"neg"``, ``"sq"``
-    and ``"mask"``; ``bias`` is ``None`` or a tensor broadcastable to the output.
+    (``s @ f(W).T``, a new tensor: the rules scale it in place) for the weight views
+    ``"w"``, ``"pos"``, ``"neg"``, ``"sq"`` and ``"mask"``; ``bias`` is ``None`` or a
+    tensor broadcastable to the output.
     """
 
     bias: torch.Tensor | None = None
