@@ -40,6 +40,8 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_array
 
+from .rules import _safe_divide  # 0/0 := 0, as in Eq. (A.6)
+
 __all__ = [
     "Kernel",
     "PerDimensionKernel",
@@ -59,12 +61,6 @@ __all__ = [
 # Largest number of elements of one intermediate (n, m, d) tensor: bounds memory.
 _CHUNK = 1 << 22
 _SMALL_CHUNK = 1 << 18
-
-
-def _safe_divide(num, den):
-    """``num / den`` with 0 where ``den == 0`` (0/0 := 0, Eq. (A.6))."""
-    zero = den == 0
-    return torch.where(zero, torch.zeros_like(num), num / torch.where(zero, torch.ones_like(den), den))
 
 
 def _as_tensor(X, like=None):
