@@ -31,7 +31,7 @@ import time
 import numpy as np
 import torch
 
-from sklrp._propagate import RuleConfig, propagator_for
+from sklrp.propagators import RuleConfig, propagator_for
 from sklrp.bow import DenseSIFT, FisherVectorEncoder, has_vlfeat
 from sklrp.rules import Epsilon
 

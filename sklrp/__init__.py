@@ -4,7 +4,7 @@ Equation numbers in docstrings refer to the thesis that defines the methods.
 """
 
 from . import rules
-from ._propagate import propagator_for, register, supported_steps
+from .propagators import propagator_for, register, supported_steps
 from .explain import Explanation, LRPTransformer
 
 __version__ = "0.1.0"

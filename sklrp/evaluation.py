@@ -36,7 +36,7 @@ from sklearn.exceptions import NotFittedError
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from ._propagate import Head
+from .propagators import Head
 
 __all__ = [
     "perturbation_curve",

@@ -18,7 +18,7 @@ from sklearn.utils import get_tags
 from sklearn.utils import assert_all_finite
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from ._propagate import RuleConfig, build_chain
+from .propagators import RuleConfig, build_chain
 from .rules import make_rule
 
 __all__ = ["LRPTransformer", "Explanation"]
@@ -229,15 +229,13 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
         if not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
         device = _resolve_device(self.device)
-        extra = {
-            "conv_rule": None if self.conv_rule is None else self._make_rule(self.conv_rule),
-            "input_rule": None if self.input_rule is None else self._make_rule(self.input_rule),
-            "flat_depth": self.flat_depth,
-            "n_root_candidates": self.n_root_candidates,
-            "root_tol": self.root_tol,
-            "batch_size": self.batch_size,
-        }
-        return RuleConfig(self._make_rule(self.rule), _resolve_dtype(self.dtype, device), device, extra)
+        return RuleConfig(
+            self._make_rule(self.rule), _resolve_dtype(self.dtype, device), device,
+            conv_rule=None if self.conv_rule is None else self._make_rule(self.conv_rule),
+            input_rule=None if self.input_rule is None else self._make_rule(self.input_rule),
+            flat_depth=self.flat_depth, n_root_candidates=self.n_root_candidates, root_tol=self.root_tol,
+            batch_size=self.batch_size, bias=self.bias,
+        )
 
     def _chain_accepts_nd(self):
         return getattr(self.chain_[0][0] if self.chain_[0] else self.chain_[1], "accepts_nd", False)

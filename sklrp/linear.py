@@ -19,7 +19,7 @@ import torch
 from sklearn.decomposition import PCA, IncrementalPCA, TruncatedSVD
 from sklearn.preprocessing import FunctionTransformer, MinMaxScaler, Normalizer, StandardScaler
 
-from ._propagate import Head, HeadRelevance, Propagator, register
+from .propagators import Head, HeadRelevance, Propagator, register
 from .rules import DenseMap, DiagonalMap, LayerRelevance
 
 __all__ = [

@@ -62,7 +62,7 @@ from sklearn.svm import SVC, SVR, NuSVC, NuSVR, OneClassSVM
 from sklearn.utils.validation import check_is_fitted
 
 from . import kernels as _kernels
-from ._propagate import Head, HeadRelevance, register
+from .propagators import Head, HeadRelevance, register
 
 __all__ = ["Pair", "SVMHead", "RootPointWarning", "MAX_REFERENCE"]
 
@@ -431,8 +431,8 @@ class SVMHead(Head):
         return t
 
     def _taylor(self, x, weights, scores, config):
-        tol = _check_param(config.extra.get("root_tol", 1e-6), "root_tol", "float")
-        n_cand = _check_param(config.extra.get("n_root_candidates", 50), "n_root_candidates", "int")
+        tol = _check_param(config.root_tol, "root_tol", "float")
+        n_cand = _check_param(config.n_root_candidates, "n_root_candidates", "int")
         if config.dtype != torch.float64:
             # |f(x~)| <= root_tol is a float64 promise (float32 cannot resolve 1e-6 on typical
             # scores): search in float64 on the same device, return in the configured dtype

@@ -9,7 +9,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.svm import LinearSVC
 
 import sklrp
-from sklrp._propagate import RuleConfig, propagator_for
+from sklrp.propagators import RuleConfig, propagator_for
 from sklrp.bow import (
     N_GEOMETRY,
     BoWEncoder,

@@ -10,7 +10,7 @@ from sklearn.svm import LinearSVC
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import sklrp
-from sklrp._propagate import RuleConfig, propagator_for
+from sklrp.propagators import RuleConfig, propagator_for
 from sklrp.bow import N_GEOMETRY, DenseSIFT, FisherVectorEncoder, PowerNormalizer
 from sklrp.rules import AlphaBeta, Epsilon, Flat, Z
 

@@ -104,7 +104,7 @@ def test_text_bad_input():
 def test_tfidf_transformer_propagator_is_exact_passthrough():
     import torch
 
-    from sklrp._propagate import RuleConfig, propagator_for
+    from sklrp.propagators import RuleConfig, propagator_for
     from sklrp.rules import Z
 
     docs, _ = _corpus(30)

@@ -302,7 +302,7 @@ def test_cuda_requested_without_gpu():
 
 
 def test_weighted_bias_needs_linear_projection():
-    from sklrp._propagate import Head
+    from sklrp.propagators import Head
 
     class _Opaque:  # a head without a linear projection w
         pass

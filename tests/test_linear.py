@@ -24,7 +24,7 @@ from sklearn.preprocessing import (
 from sklearn.svm import LinearSVC
 
 import sklrp
-from sklrp._propagate import RuleConfig, propagator_for
+from sklrp.propagators import RuleConfig, propagator_for
 from sklrp.linear import elementwise
 from sklrp.rules import Epsilon, Z
 
@@ -304,7 +304,7 @@ def test_wide_multiclass_rows_in_blocks_match_loop(target):
     lrp = sklrp.LRPTransformer(FrozenEstimator(model), device="cpu").fit(X[:4], y[:4])
     if target == "mixed":
         # a one-vs-one style combination of score columns through the head directly
-        from sklrp._propagate import build_chain
+        from sklrp.propagators import build_chain
 
         _, head = build_chain(model)
         config = lrp._config()

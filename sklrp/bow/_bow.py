@@ -17,7 +17,7 @@ from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted
 
-from .._propagate import Propagator, RuleConfig, register
+from ..propagators import Propagator, RuleConfig, register
 from ..rules import LayerRelevance
 from ._geometry import N_GEOMETRY
 from ._pooling import check_pool_rule, decompose_pool

@@ -20,7 +20,7 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._propagate import Propagator, RuleConfig, register
+from ..propagators import Propagator, RuleConfig, register
 from ..rules import DenseMap, Epsilon, LayerRelevance, Z, _safe_divide
 from ._bow import normalise_rows
 from ._geometry import N_GEOMETRY

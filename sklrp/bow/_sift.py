@@ -17,7 +17,7 @@ from scipy.ndimage import gaussian_filter
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .._propagate import Propagator, register
+from ..propagators import Propagator, register
 from ..rules import LayerRelevance
 from ._geometry import N_GEOMETRY, DescriptorGeometry, project_to_pixels
 from ._pyramid import ThreeDInputMixin
@@ -501,7 +501,7 @@ class DenseSIFTPropagator(Propagator):
     --------
     >>> import numpy as np, torch
     >>> from sklrp.bow import DenseSIFT
-    >>> from sklrp._propagate import propagator_for, RuleConfig
+    >>> from sklrp.propagators import propagator_for, RuleConfig
     >>> from sklrp.rules import Epsilon
     >>> X = np.random.RandomState(0).rand(1, 30, 30)
     >>> prop = propagator_for(DenseSIFT(scales=(2.0,), steps=(6,), backend="numpy").fit(X))

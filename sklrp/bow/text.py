@@ -35,7 +35,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 from sklearn.utils.validation import check_is_fitted
 
-from .._propagate import Propagator, register
+from ..propagators import Propagator, register
 from ..rules import LayerRelevance
 
 __all__ = ["TextExplanation", "TfidfTransformerPropagator", "explain_documents", "explain_text",
@@ -226,7 +226,7 @@ def fit_text_explainer(lrp, documents, y=None, **fit_params):
     documents' raw term counts (also the reference set of Taylor decompositions).
     Sets ``lrp.estimator_``, ``lrp.text_explainer_`` and, for classifiers, ``lrp.classes_``.
     """
-    from .._propagate import build_chain
+    from ..propagators import build_chain
     from ..explain import LRPTransformer
 
     documents = _check_documents(documents)

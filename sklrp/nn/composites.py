@@ -102,9 +102,8 @@ class Composite:
 
 
 def composite_from_config(config) -> Composite:
-    """The :class:`Composite` described by a :class:`sklrp._propagate.RuleConfig`."""
-    extra = config.extra or {}
-    return Composite(config.rule, extra.get("conv_rule"), extra.get("input_rule"), extra.get("flat_depth"))
+    """The :class:`Composite` described by a :class:`sklrp.propagators.RuleConfig`."""
+    return Composite(config.rule, config.conv_rule, config.input_rule, config.flat_depth)
 
 
 def make_composite(rule="epsilon", *, conv_rule=None, input_rule=None, flat_depth=None, epsilon=1e-2, alpha=2.0,

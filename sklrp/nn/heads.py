@@ -27,7 +27,7 @@ from sklearn.base import BaseEstimator
 from sklearn.exceptions import NotFittedError
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .._propagate import Head, HeadRelevance, register
+from ..propagators import Head, HeadRelevance, register
 from . import engine
 from .composites import composite_from_config
 

@@ -38,17 +38,27 @@ __all__ = [
 
 @dataclass(frozen=True)
 class RuleConfig:
-    """Everything a propagator may need to choose and apply its rule.
+    """Everything a propagator may need to choose and apply its rule, as typed fields.
 
-    ``rule`` applies to every linear-type step; families with more structure (e.g.
-    the torch networks in ``sklrp.nn``) read the extra fields. ``dtype`` and
-    ``device`` are the torch settings all tensors of one explanation use.
+    ``rule`` applies to every linear-type step. ``conv_rule``, ``input_rule`` and
+    ``flat_depth`` refine it for torch networks (``sklrp.nn``: a rule per layer kind,
+    flat bottom layers, Section 5.4.2); ``n_root_candidates`` and ``root_tol`` steer
+    root-point Taylor decompositions (Eqs. (2.75)-(2.76)). ``dtype`` and ``device`` are
+    the torch settings all tensors of one explanation use; ``bias`` is the bias mode
+    of Eqs. (2.72)-(2.74); ``batch_size`` bounds the samples per batch.
+    :class:`sklrp.LRPTransformer` validates its parameters before building one.
     """
 
     rule: Rule
     dtype: torch.dtype = torch.float64
     device: torch.device = torch.device("cpu")
-    extra: dict = field(default_factory=dict)
+    conv_rule: Rule | None = None
+    input_rule: Rule | None = None
+    flat_depth: int | None = None
+    n_root_candidates: int = 50
+    root_tol: float = 1e-6
+    batch_size: int = 1024
+    bias: str = "keep"
 
     def tensor(self, array) -> torch.Tensor:
         """Convert a numpy array (or tensor) to this configuration's dtype/device."""
@@ -237,7 +247,7 @@ def register(match, *, name: str | None = None):
 
     Examples
     --------
-    >>> from sklrp._propagate import register, Propagator
+    >>> from sklrp.propagators import register, Propagator
     >>> class MyStep: pass
     >>> @register(MyStep)
     ... class MyPropagator(Propagator):
@@ -311,7 +321,7 @@ def build_chain(estimator) -> tuple[list[Propagator], Head]:
     >>> from sklearn.pipeline import make_pipeline
     >>> from sklearn.preprocessing import StandardScaler
     >>> from sklearn.linear_model import LogisticRegression
-    >>> from sklrp._propagate import build_chain
+    >>> from sklrp.propagators import build_chain
     >>> X, y = np.random.RandomState(0).randn(20, 3), np.arange(20) % 2
     >>> steps, head = build_chain(make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y))
     >>> [type(s).__name__ for s in steps], type(head).__name__
