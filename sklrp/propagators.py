@@ -100,15 +100,20 @@ class HeadRelevance:
     """What a head returns for one batch.
 
     ``relevance`` (n, d) at the head's input, ``bias`` (n,) absorbed by the model's
-    bias, ``extras`` optional per-sample arrays (e.g. ``root_point``, ``residual``).
+    bias, ``extras`` optional per-sample arrays (e.g. ``root_point``, ``root_found``).
     ``relevance_sum`` (n,), optional: ``relevance`` summed per sample, reported by heads
     that computed it while the data was in cache (the caller sums otherwise).
+    ``remainder`` (n,), optional: what the head's decomposition leaves out *by
+    construction*, ``f(x) - sum(relevance) - bias`` of a Taylor expansion (Eq. (2.75));
+    ``None`` for exact heads. It is reported separately from the relevance that rules
+    absorb further down the chain (``Explanation.taylor_remainder`` vs ``absorbed``).
     """
 
     relevance: torch.Tensor
     bias: torch.Tensor
     extras: dict = field(default_factory=dict)
     relevance_sum: torch.Tensor | None = None
+    remainder: torch.Tensor | None = None
 
 
 class Head:
