@@ -1,120 +1,71 @@
-"""Spectral Relevance Analysis (SpRAy).
-
-SpRAy (thesis Chapter 6, Appendix E, Algorithm 3) screens a whole set of relevance maps
-for distinct prediction strategies: the maps are preprocessed (channel sum, sum pooling onto
-a coarse grid, optional low-pass filter), a sparse k-nearest-neighbour affinity graph is built
-(Eq. (6.1)), its graph Laplacian (Eq. (6.2), or the symmetric normalised L_sym recommended in
-Section 6.3) is eigendecomposed, the eigengap suggests the number of strategies, k-means on the
-spectral embedding assigns them, and t-SNE on distances derived from the affinity
-(Section 6.2, DIST = 1 / (W + eps)) gives a 2-D picture.
-
-All graph objects are :mod:`scipy.sparse` matrices and only the smallest ``n_eigenvalues``
-eigenpairs are computed, so SpRAy scales to many thousands of maps without an N x N dense
-eigendecomposition.
-"""
+"""The SpRAy estimator (Algorithm 3) and the per-class spectra of Fig. 6.5."""
 
 from __future__ import annotations
 
 import math
 import numbers
+import os
+import time
+from contextlib import contextmanager
 
 import numpy as np
-import scipy.sparse as sp
-from scipy.ndimage import gaussian_filter
-from scipy.sparse.csgraph import connected_components
-from scipy.sparse.linalg import eigsh
-from sklearn.base import BaseEstimator, ClusterMixin, clone
-from sklearn.cluster import KMeans
-from sklearn.manifold import TSNE
-from sklearn.neighbors import NearestNeighbors, sort_graph_by_row_values
+from sklearn.base import BaseEstimator, ClusterMixin, _fit_context, clone
+from sklearn.cluster import KMeans, MiniBatchKMeans
 from sklearn.utils import Bunch, check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
+from threadpoolctl import threadpool_limits
 
-__all__ = ["SpRAy", "spray_spectra", "pool_maps"]
+from . import _embedding, _graph, _spectrum
+from ._preprocess import preprocess
 
-# Eigenvalues below this (relative to the spectral scale) count as exact zeros, i.e. as
-# connected components; ARPACK and LAPACK both resolve them far below this level.
-_ZERO_TOL = 1e-8
-# Components up to this size are eigendecomposed densely (cheap, and exact for the
-# tiny components that ARPACK cannot handle: it needs k < n).
-_DENSE_COMPONENT_SIZE = 300
-# ARPACK relative tolerance: eigenvalues to ~1e-12, well below _ZERO_TOL.
-_EIGEN_TOL = 1e-12
+# clustering="auto" runs mini-batch k-means from this many maps on
+MINIBATCH_MIN_SAMPLES = 100_000
 
 
-def _pool_matrix(n_in, n_out):
-    """Fractional-overlap sum-pooling matrix of shape (n_out, n_in).
-
-    Pixel ``i`` covers ``[i, i + 1)``, output cell ``a`` covers
-    ``[a n_in / n_out, (a + 1) n_in / n_out)``; the entry is the length of their overlap.
-    Every column sums to one, so pooling conserves the total relevance exactly, and sizes not
-    divisible by the grid (or smaller than it) are handled without dropping pixels.
-    """
-    edges = np.arange(n_out + 1) * (n_in / n_out)
-    lo = np.maximum(edges[:-1, None], np.arange(n_in)[None, :])
-    hi = np.minimum(edges[1:, None], np.arange(n_in)[None, :] + 1)
-    return np.clip(hi - lo, 0.0, None)
+def _n_threads(n_jobs):
+    """joblib's convention: None -> 1, -1 -> all cores, -2 -> all but one."""
+    cpus = os.cpu_count() or 1
+    if n_jobs is None:
+        return 1
+    if n_jobs < 0:
+        return max(1, cpus + 1 + n_jobs)
+    return max(1, int(n_jobs))
 
 
-def pool_maps(maps, pool_shape):
-    """Sum-pool maps of shape (n, H, W) onto a regular ``pool_shape`` grid.
+class _Steps:
+    """Per-step wall time and a tqdm bar over the steps (plus sub-bars) when verbose."""
 
-    Relevance of pixels straddling a grid-cell border is split by area, so
-    ``pool_maps(R, s).sum((1, 2)) == R.sum((1, 2))`` for any H, W and grid (Section 6.3).
+    def __init__(self, names, verbose):
+        self.times = {}
+        self.verbose = bool(verbose)
+        self.bar = None
+        if self.verbose:
+            from tqdm.auto import tqdm
 
-    Parameters
-    ----------
-    maps : ndarray of shape (n_samples, H, W)
-        Relevance maps (channels already summed).
-    pool_shape : tuple of int (h, w)
-        Output grid.
+            self._tqdm = tqdm
+            self.bar = tqdm(total=len(names), desc="SpRAy", unit="step")
 
-    Returns
-    -------
-    pooled : ndarray of shape (n_samples, h, w)
+    @contextmanager
+    def step(self, name):
+        if self.bar is not None:
+            self.bar.set_postfix_str(name)
+        t = time.perf_counter()
+        yield
+        self.times[name] = time.perf_counter() - t
+        if self.bar is not None:
+            self.bar.update(1)
 
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklrp.spray import pool_maps
-    >>> pool_maps(np.ones((1, 4, 4)), (2, 2))[0]
-    array([[4., 4.],
-           [4., 4.]])
-    """
-    maps = np.asarray(maps, dtype=float)
-    ph = _pool_matrix(maps.shape[1], pool_shape[0])
-    pw = _pool_matrix(maps.shape[2], pool_shape[1])
-    return np.matmul(np.matmul(ph, maps), pw.T)
+    def sub(self, desc, total, unit):
+        """A callable advancing a nested bar (or None when quiet) and a closer."""
+        if self.bar is None:
+            return None, lambda: None
+        bar = self._tqdm(total=total, desc=desc, unit=unit, leave=False, position=1)
+        return bar.update, bar.close
 
-
-def _scale_aware_gaps(eigenvalues, zero_tol):
-    """Scale-aware eigengaps g_k for k = 1 .. m-1 (1-based k at index k-1).
-
-    With c the number of (numerically) zero eigenvalues, i.e. of connected components, and
-    lambda_{c+1} the smallest non-zero one,
-
-        g_k = (lambda_{k+1} - lambda_k) / (lambda_{k+1} + lambda_{c+1})   for k >= c,
-        g_k = 0                                                           for k < c.
-
-    The thesis' eigengap |lambda_{k+1} - lambda_k| (Section 6.2) is divided by lambda_{k+1}, so
-    it measures how much lambda_{k+1} stands out over the "near-zero" eigenvalues below it;
-    lambda_{c+1} regularises the ratio so that relative fluctuations among tiny eigenvalues do
-    not count. On kNN graphs the smallest eigenvalues of a homogeneous point cloud rise slowly
-    (lambda_{k+1} / lambda_k <= ~2), and their absolute gaps grow further up the spectrum, which
-    makes the plain absolute gap choose a meaningless large k. Here g_c = 1/2 exactly, and a
-    k > c wins only if lambda_{k+1} > 2 lambda_k + lambda_{c+1}, i.e. for weakly connected groups.
-    """
-    lam = np.where(eigenvalues <= zero_tol, 0.0, eigenvalues)
-    m = lam.shape[0]
-    gaps = np.zeros(max(m - 1, 0))
-    c = int(np.count_nonzero(lam == 0.0))
-    if c >= m:  # all computed eigenvalues are zero: at least m components
-        return gaps, c
-    tau = lam[c]
-    for k in range(max(c, 1), m):
-        gaps[k - 1] = (lam[k] - lam[k - 1]) / (lam[k] + tau)
-    return gaps, c
+    def close(self):
+        if self.bar is not None:
+            self.bar.close()
 
 
 class SpRAy(ClusterMixin, BaseEstimator):
@@ -127,6 +78,11 @@ class SpRAy(ClusterMixin, BaseEstimator):
     ``L_sym = I - D^{-1/2} W D^{-1/2}``; (4) its ``n_eigenvalues`` smallest eigenpairs by a
     sparse eigensolver; (5) number of clusters from the eigengap; (6) k-means on the spectral
     embedding; (7) t-SNE on ``DIST = 1 / (W + eps)``.
+
+    Every step keeps memory O(N k) beyond the maps themselves; for large N the neighbour
+    search can be approximate (``knn``), the spectrum solved by AMG-preconditioned LOBPCG
+    (``eigen_solver``), k-means run in mini-batches (``clustering``) and t-SNE FFT-accelerated
+    (openTSNE). The optional packages come with ``pip install "sklrp[scale]"``.
 
     Parameters
     ----------
@@ -142,7 +98,8 @@ class SpRAy(ClusterMixin, BaseEstimator):
         one-dimensional (chains) the spectrum grows quadratically and may be split.
     n_neighbors : int or None, default=None
         k of the kNN graph; ``None`` means ``ceil(log(n_samples))`` (Section 6.3), at least 1.
-        Must be smaller than ``n_samples``.
+        SpRAy needs at least ``2 (k + 1)`` maps (``n_clusters (k + 1)`` for an integer
+        ``n_clusters``): each strategy needs ``k + 1`` maps to be a neighbourhood of its own.
     affinity : {"knn", "knn_distance", "rbf"}, default="knn"
         Edge weights on the kNN graph. ``"knn"``: binary, Eq. (6.1). ``"knn_distance"``:
         ``exp(-d_ij^2 / (s_i s_j))`` with ``s_i`` the distance of i to its k-th neighbour
@@ -178,26 +135,57 @@ class SpRAy(ClusterMixin, BaseEstimator):
         or the maximum absolute value. All-zero maps are left as zeros.
     embedding : {"tsne", "umap"} or None, default="tsne"
         2-D embedding for visualisation. ``"tsne"`` runs t-SNE on the sparse distance graph
-        ``1 / (W + distance_eps)`` (Section 6.2, Algorithm 3 lines 12-13); ``"umap"`` (needs
-        ``umap-learn``) embeds the preprocessed maps with the same number of neighbours;
-        ``None`` skips the step (``embedding_`` is then None).
+        ``1 / (W + distance_eps)`` (Section 6.2, Algorithm 3 lines 12-13), started from the
+        first two non-trivial Laplacian eigenvectors: with openTSNE installed its optimiser
+        (Barnes-Hut below 10,000 maps, FFT-accelerated interpolation above), otherwise
+        scikit-learn's Barnes-Hut t-SNE (``embedding_method_`` says which ran). ``"umap"``
+        (needs ``umap-learn``) embeds the preprocessed maps with the same number of
+        neighbours; ``None`` skips the step (``embedding_`` is then None), the fastest
+        choice when only labels and spectra are needed.
     perplexity : float, default=7
         t-SNE perplexity (Section 6.3); clipped to ``(n_samples - 1) / 3``.
     early_exaggeration : float, default=6
         t-SNE early exaggeration (Section 6.3).
     distance_eps : float, default=1e-2
         The eps of ``DIST = 1 / (W + eps)``; unconnected pairs get distance ``1 / eps``.
+    knn : {"auto", "exact", "approximate"}, default="auto"
+        Nearest-neighbour search for the graph. ``"exact"``: scikit-learn's brute-force /
+        tree search, time O(N^2 d). ``"approximate"``: an HNSW index (faiss-cpu, extra
+        ``scale``), time about O(N log N d); its neighbours may differ from the exact ones
+        between near-equidistant maps, which moves eigenvalues slightly but keeps strategies
+        apart (see the user guide for measured agreement). ``"auto"``: exact below 20,000
+        maps, approximate from there on -- or exact with a ``UserWarning`` when faiss-cpu is
+        not installed; ``"approximate"`` without faiss-cpu raises ``ImportError``.
+    eigen_solver : {"auto", "arpack", "amg"}, default="auto"
+        Sparse eigensolver for components of more than 300 maps (smaller ones are solved
+        densely). ``"arpack"``: Lanczos on ``c I - L`` (sparse mat-vecs only). ``"amg"``:
+        LOBPCG preconditioned by smoothed-aggregation algebraic multigrid (pyamg, extra
+        ``scale``), falling back to ARPACK with a warning if it does not converge.
+        ``"auto"``: ARPACK below 200,000 maps, AMG from there on when pyamg is installed
+        (ARPACK with a ``UserWarning`` otherwise).
+    clustering : {"auto", "kmeans", "minibatch"}, default="auto"
+        k-means on the spectral embedding: ``"kmeans"`` (10 restarts), ``"minibatch"``
+        (:class:`~sklearn.cluster.MiniBatchKMeans`, 3 restarts), ``"auto"``: mini-batch from
+        100,000 maps on.
+    n_jobs : int or None, default=None
+        Threads for every step (neighbour search, linear algebra, k-means, t-SNE). ``None``
+        means 1: reproducible, and fastest where other work shares the cores (several threads
+        spin-waiting on a busy 2-core machine made a 183-map fit 20x slower); ``-1`` uses all
+        cores. With ``knn="approximate"`` and more than one thread the HNSW index is built in
+        parallel and neighbour lists may differ slightly between runs.
     random_state : int, RandomState instance or None, default=None
         Seeds the eigensolver start vector, k-means and t-SNE.
     verbose : bool, default=False
-        Show a tqdm progress bar over the steps.
+        Show tqdm progress bars: one over the steps, and nested ones over the neighbour
+        search and the t-SNE iterations.
 
     Attributes
     ----------
     labels_ : ndarray of shape (n_samples,)
         Cluster label of each map.
     eigenvalues_ : ndarray of shape (n_eigenvalues,)
-        Smallest eigenvalues of the Laplacian, ascending.
+        Smallest eigenvalues of the Laplacian, ascending; one exact zero per connected
+        component.
     eigenvectors_ : ndarray of shape (n_samples, n_eigenvalues)
         Corresponding eigenvectors (unit norm, sign fixed so the largest entry is positive).
     gap_scores_ : ndarray of shape (n_eigenvalues - 1,)
@@ -216,7 +204,16 @@ class SpRAy(ClusterMixin, BaseEstimator):
     n_neighbors_ : int
         The k actually used.
     preprocessed_ : ndarray of shape (n_samples, n_features_pooled)
-        The preprocessed maps, flattened.
+        The preprocessed maps, flattened (float32 for float32 input).
+    knn_method_ : {"exact", "approximate"}
+        The neighbour search that ran.
+    eigen_solver_ : {"arpack", "amg"}
+        The sparse eigensolver chosen (used only for components of more than 300 maps).
+    embedding_method_ : str or None
+        ``"openTSNE-bh"``, ``"openTSNE-fft"``, ``"sklearn-bh"``, ``"umap"`` or None.
+    timings_ : dict
+        Wall time in seconds of each step: ``preprocess``, ``neighbors``, ``affinity``,
+        ``laplacian``, ``spectrum``, ``clustering``, ``embedding``.
     n_features_in_ : int
         Size of the second input axis.
 
@@ -226,16 +223,17 @@ class SpRAy(ClusterMixin, BaseEstimator):
 
     Notes
     -----
-    Eigenpairs are computed per connected component of ``W`` (the Laplacian is block
-    diagonal), with ARPACK's Lanczos method (sparse mat-vecs only) for large components and
-    a dense solver for components of at most 300 nodes; this resolves repeated zero
-    eigenvalues exactly.
+    Each connected component of ``W`` contributes one exact zero eigenvalue with a known
+    eigenvector (``D^{1/2} 1`` for ``L_sym``, constant for ``L``), so repeated zeros are
+    resolved structurally. The non-zero eigenvalues come from a dense solver for components
+    of at most 300 maps and from one sparse solve over all larger components with those null
+    vectors projected out.
     k-means runs on the first ``n_clusters_`` eigenvectors; for ``laplacian="sym"`` their rows
     are first normalised to unit length (Ng, Jordan and Weiss).
 
     Bad input: NaN / inf raise ``ValueError``; fewer than 2 samples, ``n_neighbors >=
-    n_samples`` and data whose maps are all identical after preprocessing raise
-    ``ValueError``; single constant maps are fine.
+    n_samples``, fewer maps than the clusters need (see ``n_neighbors``) and data whose maps
+    are all identical after preprocessing raise ``ValueError``; single constant maps are fine.
 
     Examples
     --------
@@ -267,6 +265,10 @@ class SpRAy(ClusterMixin, BaseEstimator):
         "perplexity": [Interval(numbers.Real, 0, None, closed="neither")],
         "early_exaggeration": [Interval(numbers.Real, 1, None, closed="left")],
         "distance_eps": [Interval(numbers.Real, 0, None, closed="neither")],
+        "knn": [StrOptions({"auto", "exact", "approximate"})],
+        "eigen_solver": [StrOptions({"auto", "arpack", "amg"})],
+        "clustering": [StrOptions({"auto", "kmeans", "minibatch"})],
+        "n_jobs": [numbers.Integral, None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -289,6 +291,10 @@ class SpRAy(ClusterMixin, BaseEstimator):
         perplexity=7.0,
         early_exaggeration=6.0,
         distance_eps=1e-2,
+        knn="auto",
+        eigen_solver="auto",
+        clustering="auto",
+        n_jobs=None,
         random_state=None,
         verbose=False,
     ):
@@ -307,181 +313,45 @@ class SpRAy(ClusterMixin, BaseEstimator):
         self.perplexity = perplexity
         self.early_exaggeration = early_exaggeration
         self.distance_eps = distance_eps
+        self.knn = knn
+        self.eigen_solver = eigen_solver
+        self.clustering = clustering
+        self.n_jobs = n_jobs
         self.random_state = random_state
         self.verbose = verbose
 
-    # ------------------------------------------------------------------ steps
-    def _preprocess(self, X):
-        """Algorithm 3, lines 6-8: maps -> flat feature rows."""
-        n = X.shape[0]
-        maps = None
-        if self.map_shape is not None:
-            shape = tuple(int(s) for s in self.map_shape)
-            if int(np.prod(shape)) != int(np.prod(X.shape[1:])):
+    def _check_sizes(self, n):
+        """k, m and n_clusters against the number of maps; clear errors before any work."""
+        k = self.n_neighbors if self.n_neighbors is not None else max(1, math.ceil(math.log(n)))
+        if k >= n:
+            raise ValueError(
+                f"n_neighbors={k} must be smaller than n_samples={n}; pass fewer neighbours "
+                "or more maps."
+            )
+        m = min(int(self.n_eigenvalues), n)
+        if self.n_clusters != "eigengap":
+            c = int(self.n_clusters)
+            if c > n:
+                raise ValueError(f"n_clusters={c} exceeds n_samples={n}.")
+            if c > m:
                 raise ValueError(
-                    f"map_shape={shape} does not match {int(np.prod(X.shape[1:]))} values per sample."
+                    f"n_clusters={c} needs at least as many eigenvectors; "
+                    f"increase n_eigenvalues (now {m})."
                 )
-            maps = X.reshape((n,) + shape)
-        elif X.ndim >= 3:
-            maps = X
-        if maps is None:
-            if self.smoothing_sigma is not None:
-                raise ValueError(
-                    "smoothing_sigma needs spatial maps: pass (n, H, W[, C]) input or set map_shape."
-                )
-            feats = X.reshape(n, -1).astype(float, copy=True)
-        else:
-            if maps.ndim == 4:
-                axis = self.channel_axis
-                if axis not in (-1, 1, 3):
-                    raise ValueError(f"channel_axis must be -1, 1 or 3, got {axis}.")
-                maps = maps.sum(axis=axis)  # channel sum (Section 6.3)
-            elif maps.ndim != 3:
-                raise ValueError(
-                    f"Maps must be (n, H, W) or (n, H, W, C); got shape {maps.shape}."
-                )
-            maps = maps.astype(float, copy=False)
-            if self.smoothing_sigma:
-                maps = gaussian_filter(maps, sigma=(0, self.smoothing_sigma, self.smoothing_sigma))
-            if self.pool_shape is not None:
-                pool_shape = tuple(int(s) for s in self.pool_shape)
-                if len(pool_shape) != 2 or min(pool_shape) < 1:
-                    raise ValueError(f"pool_shape must be two positive ints, got {self.pool_shape}.")
-                maps = pool_maps(maps, pool_shape)
-            feats = maps.reshape(n, -1)
-        if self.normalize is not None:
-            if self.normalize == "l1":
-                norm = np.abs(feats).sum(axis=1)
-            elif self.normalize == "l2":
-                norm = np.sqrt((feats**2).sum(axis=1))
-            else:
-                norm = np.abs(feats).max(axis=1)
-            norm[norm == 0] = 1.0  # all-zero maps stay zero
-            feats = feats / norm[:, None]
-        return feats
+        groups = 2 if self.n_clusters == "eigengap" else int(self.n_clusters)
+        need = max(groups, 1) * (k + 1)
+        if n < need:
+            which = "two strategies" if self.n_clusters == "eigengap" else f"n_clusters={groups} strategies"
+            fix = "a smaller n_neighbors" + ("" if self.n_clusters == "eigengap" else " or fewer clusters")
+            raise ValueError(
+                f"SpRAy needs at least {need} maps here, got {n}: to tell {which} apart, each needs "
+                f"n_neighbors + 1 = {k + 1} maps (n_neighbors={k}"
+                f"{' = ceil(log(n_samples))' if self.n_neighbors is None else ''}) to form a "
+                f"neighbourhood of its own. Pass more maps, or {fix}."
+            )
+        return int(k), m
 
-    def _affinity(self, feats, k, n_query):
-        """Eq. (6.1) kNN affinity (binary or weighted), symmetrised with max; sparse."""
-        n = feats.shape[0]
-        nn = NearestNeighbors(n_neighbors=n_query).fit(feats)
-        dist, ind = nn.kneighbors()  # excludes each point itself
-        d, i = dist[:, :k], ind[:, :k]
-        if self.affinity == "knn":
-            w = np.ones_like(d)
-        elif self.affinity == "knn_distance":
-            scale = d[:, -1].copy()
-            scale = np.maximum(scale, np.finfo(float).tiny)
-            denom = scale[:, None] * scale[i]
-            w = np.exp(-(d**2) / denom)
-        else:
-            gamma = self.gamma
-            if gamma is None:
-                med = np.median(d**2)
-                positive = d[d > 0]
-                if med <= 0:
-                    med = np.mean(positive**2) if positive.size else 1.0
-                gamma = 1.0 / med
-            w = np.exp(-gamma * d**2)
-        rows = np.repeat(np.arange(n), k)
-        W = sp.csr_matrix((w.ravel(), (rows, i.ravel())), shape=(n, n))
-        W = W.maximum(W.T).tocsr()  # w_ij = max(w_ij, w_ji), von Luxburg (2007)
-        W.sort_indices()
-        return W, ind
-
-    def _laplacian(self, W):
-        """Eq. (6.2): L = D - W, or L_sym = I - D^{-1/2} W D^{-1/2}."""
-        deg = np.asarray(W.sum(axis=1)).ravel()
-        if self.laplacian == "unnormalized":
-            return (sp.diags(deg) - W).tocsr()
-        inv_sqrt = np.zeros_like(deg)
-        nz = deg > 0
-        inv_sqrt[nz] = 1.0 / np.sqrt(deg[nz])
-        S = sp.diags(inv_sqrt) @ W @ sp.diags(inv_sqrt)
-        # isolated nodes (possible only if all their weights underflowed) get L_ii = 0,
-        # i.e. their own zero eigenvalue, like a connected component of size one.
-        return (sp.diags(nz.astype(float)) - S).tocsr()
-
-    def _spectrum(self, L, W, m, random_state):
-        """Smallest m eigenpairs of the block-diagonal L, component by component."""
-        n = L.shape[0]
-        n_comp, comp = connected_components(W, directed=False)
-        scale = max(float(L.diagonal().max()), 1e-300)
-        vals, vecs = [], []
-        for c in range(n_comp):
-            idx = np.flatnonzero(comp == c)
-            Lc = L[idx][:, idx]
-            mc = min(m, idx.size)
-            if idx.size <= max(_DENSE_COMPONENT_SIZE, 2 * m + 1):
-                lc, vc = np.linalg.eigh(Lc.toarray())
-                lc, vc = lc[:mc], vc[:, :mc]
-            else:
-                # Lanczos on the largest eigenvalues of (scale I - L), i.e. the smallest of L:
-                # only sparse mat-vecs. (Shift-invert needs an LU of L, whose fill-in on kNN
-                # graphs of high-dimensional data is nearly dense.)
-                v0 = random_state.uniform(-1, 1, idx.size)
-                M = sp.identity(idx.size, format="csr") * (2.0 * scale) - Lc
-                lc, vc = eigsh(M, k=mc, which="LA", v0=v0, tol=_EIGEN_TOL)
-                lc = 2.0 * scale - lc
-                order = np.argsort(lc)
-                lc, vc = lc[order], vc[:, order]
-            full = np.zeros((n, mc))
-            full[idx] = vc
-            vals.append(lc)
-            vecs.append(full)
-        vals = np.concatenate(vals)
-        vecs = np.concatenate(vecs, axis=1)
-        order = np.argsort(vals, kind="stable")[:m]
-        vals = np.clip(vals[order], 0.0, None)  # L is PSD; clip round-off below zero
-        vecs = vecs[:, order]
-        # deterministic signs: largest |entry| of each eigenvector positive
-        pick = np.argmax(np.abs(vecs), axis=0)
-        signs = np.sign(vecs[pick, np.arange(vecs.shape[1])])
-        signs[signs == 0] = 1.0
-        return vals, vecs * signs, n_comp, scale
-
-    def _tsne(self, W, ind, n, random_state):
-        """Algorithm 3, lines 12-13: t-SNE on the sparse graph DIST = 1 / (W + eps)."""
-        perplexity = min(float(self.perplexity), max((n - 1) / 3.0, 1e-3))
-        n_tsne = min(n - 1, int(3.0 * perplexity + 1))
-        # pattern: the n_tsne nearest neighbours in feature space plus every graph edge, so
-        # each row has enough entries; pairs not connected in W get distance 1 / eps.
-        rows = np.repeat(np.arange(n), n_tsne)
-        P = sp.csr_matrix((np.ones(rows.size), (rows, ind[:, :n_tsne].ravel())), shape=(n, n))
-        P = (P + (W != 0).astype(float)).tocoo()
-        r, c = P.row, P.col
-        w = np.asarray(W[r, c]).ravel()
-        # explicit zero self-distances: sklearn's neighbour search on a precomputed graph
-        # counts each sample as its own first neighbour.
-        r = np.concatenate([r, np.arange(n)])
-        c = np.concatenate([c, np.arange(n)])
-        d = np.concatenate([1.0 / (w + self.distance_eps), np.zeros(n)])
-        D = sp.csr_matrix((d, (r, c)), shape=(n, n))
-        D = sort_graph_by_row_values(D, copy=False, warn_when_not_sorted=False)
-        tsne = TSNE(
-            n_components=2,
-            perplexity=perplexity,
-            early_exaggeration=self.early_exaggeration,
-            metric="precomputed",
-            init="random",
-            random_state=random_state.randint(np.iinfo(np.int32).max),
-        )
-        return tsne.fit_transform(D)
-
-    def _umap(self, feats, k, random_state):
-        try:
-            import umap  # optional dependency
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                'embedding="umap" needs the optional package umap-learn (pip install umap-learn).'
-            ) from exc
-        reducer = umap.UMAP(
-            n_neighbors=max(k + 1, 2),
-            n_components=2,
-            random_state=random_state.randint(np.iinfo(np.int32).max),
-        )
-        return reducer.fit_transform(feats)
-
-    # ------------------------------------------------------------------ API
+    @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
         """Run Algorithm 3 on relevance maps ``X``.
 
@@ -496,97 +366,109 @@ class SpRAy(ClusterMixin, BaseEstimator):
         -------
         self : SpRAy
         """
-        self._validate_params()
         X = validate_data(self, X, allow_nd=True, ensure_min_samples=2, dtype=[np.float64, np.float32])
         n = X.shape[0]
+        k, m = self._check_sizes(n)
+        self.n_neighbors_ = k
         rs = check_random_state(self.random_state)
-        steps = ["preprocess", "affinity", "laplacian", "spectrum", "clustering", "embedding"]
-        bar = None
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(steps), desc="SpRAy", leave=False)
-
-        def advance(step):
-            if bar is not None:
-                bar.set_postfix_str(step)
-                bar.update(1)
-
-        feats = self._preprocess(X)
-        if not np.all(np.isfinite(feats)):
-            raise ValueError("Preprocessing produced NaN or infinite values.")
-        if np.ptp(feats, axis=0).max() == 0:
-            raise ValueError(
-                "All maps are identical after preprocessing: there is nothing to cluster."
-            )
-        self.preprocessed_ = feats
-        advance("preprocess")
-
-        k = self.n_neighbors if self.n_neighbors is not None else max(1, math.ceil(math.log(n)))
-        if k >= n:
-            raise ValueError(
-                f"n_neighbors={k} must be smaller than n_samples={n}; pass fewer neighbours "
-                "or more maps."
-            )
-        self.n_neighbors_ = int(k)
-        n_query = k
-        if self.embedding == "tsne":
-            perplexity = min(float(self.perplexity), max((n - 1) / 3.0, 1e-3))
-            n_query = max(k, min(n - 1, int(3.0 * perplexity + 1)))
-        W, ind = self._affinity(feats, k, n_query)
-        self.affinity_matrix_ = W
-        advance("affinity")
-
-        L = self._laplacian(W)
-        advance("laplacian")
-
-        m = min(int(self.n_eigenvalues), n)
-        vals, vecs, n_comp, scale = self._spectrum(L, W, m, rs)
-        self.eigenvalues_, self.eigenvectors_, self.n_components_ = vals, vecs, int(n_comp)
-        self.gap_scores_, _ = _scale_aware_gaps(vals, _ZERO_TOL * scale)
-        advance("spectrum")
-
-        if self.n_clusters == "eigengap":
-            if self.gap_scores_.size == 0 or not np.any(self.gap_scores_ > 0):
-                n_clusters = min(self.n_components_, m)
-            else:
-                n_clusters = int(np.argmax(self.gap_scores_)) + 1
-        else:
-            n_clusters = int(self.n_clusters)
-            if n_clusters > n:
-                raise ValueError(f"n_clusters={n_clusters} exceeds n_samples={n}.")
-            if n_clusters > m:
-                raise ValueError(
-                    f"n_clusters={n_clusters} needs at least as many eigenvectors; "
-                    f"increase n_eigenvalues (now {m})."
-                )
-        self.n_clusters_ = n_clusters
-        self.eigengap_ = (
-            float(self.gap_scores_[n_clusters - 1]) if n_clusters <= self.gap_scores_.size else 0.0
-        )
-
-        if n_clusters == 1:
-            self.labels_ = np.zeros(n, dtype=np.int64)
-        else:
-            U = vecs[:, :n_clusters]
-            if self.laplacian == "sym":
-                norms = np.linalg.norm(U, axis=1)
-                norms[norms == 0] = 1.0
-                U = U / norms[:, None]
-            km = KMeans(n_clusters=n_clusters, n_init=10, random_state=rs.randint(np.iinfo(np.int32).max))
-            self.labels_ = km.fit_predict(U).astype(np.int64)
-        advance("clustering")
-
-        if self.embedding == "tsne":
-            self.embedding_ = self._tsne(W, ind, n, rs)
-        elif self.embedding == "umap":
-            self.embedding_ = self._umap(feats, k, rs)
-        else:
-            self.embedding_ = None
-        advance("embedding")
-        if bar is not None:
-            bar.close()
+        n_threads = _n_threads(self.n_jobs)
+        names = ["preprocess", "neighbors", "affinity", "laplacian", "spectrum", "clustering", "embedding"]
+        steps = _Steps(names, self.verbose)
+        try:
+            with threadpool_limits(limits=n_threads):
+                self._fit_steps(X, n, k, m, rs, n_threads, steps)
+        finally:
+            steps.close()
+        self.timings_ = steps.times
         return self
+
+    def _fit_steps(self, X, n, k, m, rs, n_threads, steps):
+        with steps.step("preprocess"):
+            feats = preprocess(X, map_shape=self.map_shape, channel_axis=self.channel_axis,
+                               smoothing_sigma=self.smoothing_sigma, pool_shape=self.pool_shape,
+                               normalize=self.normalize)
+            if not np.all(np.isfinite(feats)):
+                raise ValueError("Preprocessing produced NaN or infinite values.")
+            if np.all(feats == feats[0]):
+                raise ValueError("All maps are identical after preprocessing: there is nothing to cluster.")
+            self.preprocessed_ = feats
+
+        with steps.step("neighbors"):
+            n_query = k
+            if self.embedding == "tsne":
+                n_query = max(k, _embedding.n_tsne_neighbors(self.perplexity, n))
+            self.knn_method_ = _graph.resolve_knn(self.knn, n)
+            advance, done = steps.sub("SpRAy neighbours", n, "map")
+            try:
+                dist, ind = _graph.kneighbors(feats, n_query, method=self.knn_method_, n_threads=n_threads,
+                                              progress=advance)
+            finally:
+                done()
+
+        with steps.step("affinity"):
+            W = _graph.affinity_matrix(dist, ind, k, affinity=self.affinity, gamma=self.gamma)
+            del dist
+            self.affinity_matrix_ = W
+
+        with steps.step("laplacian"):
+            L, deg = _graph.laplacian(W, self.laplacian)
+
+        with steps.step("spectrum"):
+            self.eigen_solver_ = _spectrum.resolve_solver(self.eigen_solver, n)
+            vals, vecs, n_comp, scale = _spectrum.spectrum(L, W, deg, m, kind=self.laplacian,
+                                                           solver=self.eigen_solver_, random_state=rs)
+            del L
+            self.eigenvalues_, self.eigenvectors_, self.n_components_ = vals, vecs, int(n_comp)
+            self.gap_scores_, _ = _spectrum.scale_aware_gaps(vals, _spectrum.ZERO_TOL * scale)
+
+        with steps.step("clustering"):
+            if self.n_clusters == "eigengap":
+                if self.gap_scores_.size == 0 or not np.any(self.gap_scores_ > 0):
+                    n_clusters = min(self.n_components_, m)
+                else:
+                    n_clusters = int(np.argmax(self.gap_scores_)) + 1
+            else:
+                n_clusters = int(self.n_clusters)
+            self.n_clusters_ = n_clusters
+            self.eigengap_ = (
+                float(self.gap_scores_[n_clusters - 1]) if n_clusters <= self.gap_scores_.size else 0.0
+            )
+            seed = rs.randint(np.iinfo(np.int32).max)
+            if n_clusters == 1:
+                self.labels_ = np.zeros(n, dtype=np.int64)
+            else:
+                U = vecs[:, :n_clusters]
+                if self.laplacian == "sym":
+                    norms = np.linalg.norm(U, axis=1)
+                    norms[norms == 0] = 1.0
+                    U = U / norms[:, None]
+                minibatch = self.clustering == "minibatch" or (
+                    self.clustering == "auto" and n >= MINIBATCH_MIN_SAMPLES)
+                if minibatch:
+                    km = MiniBatchKMeans(n_clusters=n_clusters, n_init=3, batch_size=4096, random_state=seed)
+                else:
+                    km = KMeans(n_clusters=n_clusters, n_init=10, random_state=seed)
+                self.labels_ = km.fit_predict(U).astype(np.int64)
+
+        with steps.step("embedding"):
+            self.embedding_, self.embedding_method_ = None, None
+            if self.embedding == "tsne":
+                perplexity = _embedding.tsne_perplexity(self.perplexity, n)
+                D = _embedding.distance_graph(W, ind, _embedding.n_tsne_neighbors(self.perplexity, n),
+                                              self.distance_eps)
+                init = (_embedding.spectral_init(vecs, deg, self.laplacian) if vecs.shape[1] >= 3
+                        else 1e-4 * rs.standard_normal((n, 2)))
+                advance, done = steps.sub("SpRAy t-SNE", _embedding.EXAGGERATION_ITER + _embedding.PLAIN_ITER,
+                                          "iter")
+                try:
+                    self.embedding_, self.embedding_method_ = _embedding.tsne(
+                        D, init, perplexity=perplexity, early_exaggeration=self.early_exaggeration,
+                        random_state=rs, n_threads=n_threads, progress=advance)
+                finally:
+                    done()
+            elif self.embedding == "umap":
+                self.embedding_ = _embedding.umap_embedding(feats, k, rs, n_threads)
+                self.embedding_method_ = "umap"
 
     def fit_predict(self, X, y=None):
         """Fit and return the cluster labels.
