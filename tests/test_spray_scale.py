@@ -17,7 +17,19 @@ from sklearn.metrics import adjusted_rand_score
 from sklrp import SpRAy
 from sklrp.spray import _embedding, _graph, _spectrum, pool_maps
 
-faiss = pytest.importorskip("faiss", reason='the scale path needs pip install "sklrp[scale]"')
+
+
+def _has(module):
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def needs(*modules):
+    missing = [m for m in modules if not _has(m)]
+    return pytest.mark.skipif(bool(missing), reason=f'needs {missing}: pip install "sklrp[scale]"')
 
 
 def planted(n, n_strategies=3, seed=0, noise=1.6):
@@ -41,6 +53,7 @@ def maps3():
 
 
 # ----------------------------------------------------------------- approximate vs exact
+@needs("faiss")
 @pytest.mark.parametrize("seed", [0, 5])
 def test_approximate_knn_agrees_with_exact(seed):
     X, truth = planted(600, 3, seed=seed)
@@ -57,6 +70,7 @@ def test_approximate_knn_agrees_with_exact(seed):
     assert overlap > 0.99
 
 
+@needs("faiss")
 def test_hnsw_neighbours_exclude_self_with_duplicate_maps():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((400, 6))
@@ -69,6 +83,7 @@ def test_hnsw_neighbours_exclude_self_with_duplicate_maps():
     np.testing.assert_allclose(dist, ex_dist, atol=1e-4)  # exact at this size (float32 distances)
 
 
+@needs("faiss", "pyamg")
 def test_approximate_path_eigengap_components_and_blob():
     # disconnected components: three far-apart groups -> three exact zeros, three clusters
     rng = np.random.default_rng(0)
@@ -94,7 +109,7 @@ def _dense_smallest(W, m):
     return np.linalg.eigvalsh(np.eye(W.shape[0]) - dm @ W.toarray() @ dm)[:m]
 
 
-@pytest.mark.parametrize("solver", ["arpack", "amg"])
+@pytest.mark.parametrize("solver", ["arpack", pytest.param("amg", marks=needs("pyamg"))])
 def test_sparse_solvers_match_dense_with_several_large_components(solver):
     # two components of 350 maps each (> 300: the sparse solver) plus a small one (dense)
     rng = np.random.default_rng(3)
@@ -112,6 +127,7 @@ def test_sparse_solvers_match_dense_with_several_large_components(solver):
     np.testing.assert_allclose(np.linalg.norm(est.eigenvectors_, axis=0), 1.0, atol=1e-8)
 
 
+@needs("pyamg")
 def test_amg_with_many_large_components_projects_in_the_preconditioner(monkeypatch):
     # more than 32 sparse-solved components take the projected-preconditioner branch;
     # a lower dense threshold makes that cheap to reach
@@ -189,8 +205,8 @@ def test_distance_graph_is_one_over_w_plus_eps():
 def test_tsne_backends_separate_strategies(backend, maps3, monkeypatch):
     if backend == "sklearn":
         monkeypatch.setitem(sys.modules, "openTSNE", None)  # as if not installed
-    else:
-        pytest.importorskip("openTSNE")
+    elif not _has("openTSNE"):
+        pytest.skip('needs openTSNE: pip install "sklrp[scale]"')
     X, truth = maps3
     X, truth = X[:300], truth[:300]
     est = SpRAy(pool_shape=None, random_state=0).fit(X)
@@ -218,6 +234,7 @@ def test_smallest_accepted_set_runs():
     assert est.labels_.shape == (6,) and est.embedding_.shape == (6, 2)
 
 
+@needs("faiss", "pyamg", "openTSNE")
 def test_determinism_of_the_scale_path(maps3):
     X = maps3[0][:300]
     kw = dict(pool_shape=None, knn="approximate", eigen_solver="amg", clustering="minibatch", random_state=7)
@@ -283,6 +300,7 @@ def test_missing_pyamg(monkeypatch):
         assert _spectrum.resolve_solver("auto", _spectrum.AMG_MIN_SAMPLES) == "arpack"
 
 
+@needs("faiss", "pyamg")
 def test_auto_choices_by_size():
     assert _graph.resolve_knn("auto", 100) == "exact"
     assert _graph.resolve_knn("auto", _graph.APPROX_MIN_SAMPLES) == "approximate"
