@@ -109,7 +109,7 @@ def _reset_peak():
 
 
 class RssSampler(threading.Thread):
-    """Samples VmRSS every 10 ms (timestamps on time.perf_counter)."""
+    """Samples VmRSS and the process' CPU time every 10 ms (timestamps on time.perf_counter)."""
 
     def __init__(self):
         super().__init__(daemon=True)
@@ -118,7 +118,7 @@ class RssSampler(threading.Thread):
 
     def run(self):
         while not self._halt.is_set():
-            self.samples.append((time.perf_counter(), _status_kb("VmRSS")))
+            self.samples.append((time.perf_counter(), _status_kb("VmRSS"), time.process_time()))
             time.sleep(0.01)
 
     def stop(self):
@@ -127,7 +127,11 @@ class RssSampler(threading.Thread):
 
 
 def profiled_fit(est, X):
-    """Fit est on X; per-step (seconds, peak RSS GB) from timings_ and the RSS samples."""
+    """Fit est on X; per-step (seconds, CPU seconds, peak RSS GB) from timings_ and the samples.
+
+    CPU seconds (all threads) tell how much of the wall time the process really ran: on a
+    shared machine the wall time of a step can be several times its CPU time.
+    """
     _reset_peak()
     sampler = RssSampler()
     sampler.start()
@@ -137,13 +141,18 @@ def profiled_fit(est, X):
     sampler.stop()
     hwm = _status_kb("VmHWM") / 2**20
     rows, start = [], t0
-    samples = np.array(sampler.samples) if sampler.samples else np.zeros((0, 2))
+    samples = np.array(sampler.samples) if sampler.samples else np.zeros((0, 3))
+
+    def cpu_at(t):
+        return np.interp(t, samples[:, 0], samples[:, 2]) if len(samples) else float("nan")
+
     for step, dt in est.timings_.items():
         inside = samples[(samples[:, 0] >= start) & (samples[:, 0] <= start + dt + 0.01)] if len(samples) else []
         peak = inside[:, 1].max() / 2**20 if len(inside) else float("nan")
-        rows.append((step, dt, peak))
+        rows.append((step, dt, cpu_at(start + dt) - cpu_at(start), peak))
         start += dt
-    return rows, total, hwm
+    cpu_total = cpu_at(t0 + total) - cpu_at(t0)
+    return rows, total, cpu_total, hwm
 
 
 def run_one(args):
@@ -152,12 +161,12 @@ def run_one(args):
     print("load before:", uptime())
     est = SpRAy(pool_shape=None, knn="approximate" if args.approx else "auto", eigen_solver=args.eigen_solver,
                 embedding=None if args.no_tsne else "tsne", n_jobs=args.jobs, random_state=0, verbose=args.verbose)
-    rows, total, hwm = profiled_fit(est, X)
+    rows, total, cpu_total, hwm = profiled_fit(est, X)
     print(f"SpRAy fit: N={args.n} knn={est.knn_method_} eigen_solver={est.eigen_solver_} "
           f"embedding={est.embedding_method_} n_jobs={args.jobs} threads OMP={os.environ.get('OMP_NUM_THREADS')}")
-    for step, dt, peak in rows:
-        print(f"  {step:12s} {dt:9.2f} s   peak RSS {peak:6.2f} GB")
-    print(f"  {'total':12s} {total:9.2f} s   VmHWM {hwm:6.2f} GB (input maps included)")
+    for step, dt, cpu, peak in rows:
+        print(f"  {step:12s} {dt:9.2f} s wall {cpu:9.2f} s CPU   peak RSS {peak:6.2f} GB")
+    print(f"  {'total':12s} {total:9.2f} s wall {cpu_total:9.2f} s CPU   VmHWM {hwm:6.2f} GB (input maps included)")
     ari = adjusted_rand_score(truth, est.labels_)
     print(f"  n_clusters_={est.n_clusters_}  ARI with the planted strategies {ari:.4f}"
           f"  eigenvalues[:6]={np.round(est.eigenvalues_[:6], 4).tolist()}")
