@@ -20,10 +20,12 @@ import sklrp
 # public submodule -> one public attribute the documentation uses
 SUBMODULES = {
     "bow": "DenseSIFT",
+    "chain": "Chain",
     "cli": "audit",
     "datasets": "make_clever_hans",
     "evaluation": "aopc_score",
     "explain": "LRPTransformer",
+    "explanation": "Explanation",
     "kernels": "intersection_kernel",
     "linear": "elementwise",
     "nn": "THESIS_COMPOSITE",
