@@ -48,3 +48,7 @@ __all__ += ["plotting"]
 from . import bow  # noqa: E402
 
 __all__ += ["bow"]
+
+from . import tabular  # noqa: E402  (registers the tabular propagators)
+
+__all__ += ["tabular"]
