@@ -13,7 +13,8 @@ classifiers, softmax for multi-class ones, identity for regressors) is not part 
 module, so the logits ``z_L`` are explained (Section 2.3.1, "The Softmax Output Layer").
 A binary ``MLPClassifier`` has one logit column, positive for ``classes_[1]`` (as a
 ``decision_function`` would be); a multi-class one has one column per class; an
-``MLPRegressor`` one per output.
+``MLPRegressor`` one per output. An ``MLPRegressor(loss="poisson")`` predicts
+``exp(z_L)``: its log-prediction is explained.
 
 Hidden activations and conservation
 -----------------------------------
@@ -167,6 +168,10 @@ class MLPHead(Head):
     def __init__(self, step):
         super().__init__(step)
         mlp_module(step)  # fails early (not fitted, unknown activation)
+        classes = getattr(step, "classes_", None)
+        if isinstance(step, MLPClassifier) and classes is not None and len(classes) < 2:
+            raise ValueError(f"this MLPClassifier was fitted on a single class ({classes[0]!r}); it always predicts "
+                             "it and there is no decision to explain")
         self._net = None
 
     def scores(self, x, config):
