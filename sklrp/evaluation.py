@@ -484,7 +484,9 @@ def _make_perturbation(perturbation):
 
 # -- the explained score f ----------------------------------------------------------------
 def _is_lrp(model):
-    return hasattr(model, "explain") and hasattr(model, "_config") and hasattr(model, "estimator")
+    from .explain import LRPTransformer
+
+    return isinstance(model, LRPTransformer)
 
 
 _OUTPUT_NONLINEARITIES = (
@@ -533,15 +535,10 @@ class _Scorer:
     def __init__(self, model, batch_size):
         self.model, self.batch_size = model, batch_size
         self.kind = self._kind(model)
-        self.module, self.input_shape, self.head = None, None, None
+        self.module, self.input_shape, self.chain = None, None, None
         if self.kind == "lrp":
-            body, self.head = model.chain_
-            net = getattr(self.head, "module", None)
-            if not body and isinstance(net, torch.nn.Module):
-                # a torch net (sklrp.nn head): score by a plain forward pass, without the LRP hooks,
-                # which also makes sensitivity the plain gradient
-                self.kind, self.module = "torch", net
-                self.input_shape = getattr(self.head, "input_shape", None)
+            # the explainer's own chain: perturbed inputs are scored exactly as the explanation was
+            self.chain = model.get_chain()
         elif self.kind == "torch":
             self.module = model
         elif self.kind == "skorch":
@@ -552,7 +549,7 @@ class _Scorer:
     @staticmethod
     def _kind(model):
         if _is_lrp(model):
-            check_is_fitted(model, "chain_")
+            check_is_fitted(model)
             return "lrp"
         if isinstance(model, torch.nn.Module):
             return "torch"
@@ -588,13 +585,7 @@ class _Scorer:
         """Score columns ``(b, K)`` for a batch of model inputs."""
         kind, model = self.kind, self.model
         if kind == "lrp":
-            config = model._config()
-            body, head = model.chain_
-            with torch.no_grad():
-                x = config.tensor(X)
-                for prop in body:
-                    x = prop.forward(x, config)
-                out = head.scores(x, config).detach().cpu().numpy()
+            out = self.chain.score_columns(X)
         elif self.module is not None:
             with torch.no_grad(), _EvalMode(self.module):
                 out = self.module(self.torch_input(X)).detach().cpu().double().numpy()
@@ -607,8 +598,8 @@ class _Scorer:
         return out
 
     def _head(self, n_columns):
-        if self.head is not None:
-            return self.head
+        if self.chain is not None:
+            return self.chain.head
         classes = None
         if self.kind in ("decision_function", "predict_proba", "skorch"):
             try:
@@ -624,7 +615,7 @@ class _Scorer:
 
         ``inputs(rows)`` gives the model inputs of the unperturbed samples ``rows``.
         """
-        from .explain import LRPTransformer
+        from .chain import resolve_target
 
         bs = self.batch_size
         cols = np.concatenate(
@@ -633,7 +624,7 @@ class _Scorer:
         if self.kind == "callable" and cols.shape[1] == 1:  # a single score: nothing to select
             return np.ones((n, 1)), np.zeros(n, dtype=int), cols[:, 0]
         head = self._head(cols.shape[1])
-        labels = LRPTransformer._target_array(target, y, n)
+        labels = resolve_target(target, y, n)
         if labels is None:
             labels = head.predicted(cols)
         weights = np.asarray(
@@ -1029,15 +1020,11 @@ def _autograd(scorer, X, weights, batch_size):
     for i in range(0, len(X), batch_size):
         sl = slice(i, i + batch_size)
         if scorer.kind == "lrp":
-            config = scorer.model._config()
-            body, head = scorer.model.chain_
-            x = config.tensor(X[sl]).requires_grad_(True)
+            chain = scorer.chain
+            x = chain.config.tensor(X[sl]).requires_grad_(True)
             try:
                 with torch.enable_grad():
-                    h = x
-                    for prop in body:
-                        h = prop.forward(h, config)
-                    out = (head.scores(h, config) * config.tensor(weights[sl])).sum()
+                    out = (chain.scores(x) * chain.config.tensor(weights[sl])).sum()
             except RuntimeError:  # a step leaves torch (e.g. via numpy): not differentiable here
                 return None
         else:

@@ -328,12 +328,11 @@ def test_headline_cnn_skorch(digits):
     E = lrp.explain(Xi)
     kw = dict(perturbation="flip", value_range=(-1, 1), n_steps=10, channel_axis=0)
     curves = sklrp.perturbation_curve(lrp, Xi, E.relevance, **kw)
+    # the explainer scores perturbed inputs with its own chain (float64, as the explanation)
+    np.testing.assert_allclose(curves[:, 0], E.output, rtol=1e-10)
     np.testing.assert_allclose(
-        curves[:, 0], E.output, rtol=1e-4, atol=1e-4
-    )  # float32 net vs float64 LRP
-    np.testing.assert_allclose(
-        sklrp.perturbation_curve(net, Xi, E.relevance, **kw), curves, rtol=1e-6
-    )
+        sklrp.perturbation_curve(net, Xi, E.relevance, **kw), curves, rtol=1e-4, atol=1e-5
+    )  # the float32 net itself
     S = sklrp.sensitivity_heatmap(lrp, Xi, channel_axis=0)
     assert S.shape == (100, 8, 8)
     a_lrp = sklrp.aopc_score(lrp, Xi, E.relevance, **kw)

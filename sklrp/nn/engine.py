@@ -33,6 +33,8 @@ What users must know
 from __future__ import annotations
 
 import contextlib
+import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -244,6 +246,18 @@ class _Session:
         return output
 
 
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(model: nn.Module) -> threading.RLock:
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
 @contextlib.contextmanager
 def attached(model: nn.Module, composite: Composite | None, relevance: bool = True, mixed=None):
     """Attach the LRP hooks to ``model`` for one forward pass; restore it afterwards.
@@ -253,7 +267,19 @@ def attached(model: nn.Module, composite: Composite | None, relevance: bool = Tr
     ``relevance=False`` the hooks only locate a terminal softmax/sigmoid. ``mixed``
     (a list of bools, one per alpha-beta layer in forward order) says which of those
     layers get inputs of both signs, instead of looking (a host synchronisation).
+
+    Hooks and flags live on the shared module, so forward passes through one module are
+    serialised by a per-module lock (threads explaining with one network take turns for
+    the forward pass; the backward passes, which only use each pass's own graph, run
+    concurrently).
     """
+    with _lock_for(model):
+        with _attached(model, composite, relevance, mixed) as session:
+            yield session
+
+
+@contextlib.contextmanager
+def _attached(model, composite, relevance, mixed):
     modules = list(model.modules())
     training = [m for m in modules if m.training]  # only these change (and are restored)
     inplace = [(m, m.inplace) for m in modules if getattr(m, "inplace", None) is True]
