@@ -503,3 +503,20 @@ def test_routing_validates_and_names_constants():
     lr = r.propagate(torch.tensor([[1.0, 2.0, 3.0, 4.0]], dtype=torch.float64))
     np.testing.assert_array_equal(lr.input.numpy(), [[5.0, 3.0]])
     np.testing.assert_array_equal(lr.bias.numpy(), [2.0])
+
+
+def test_adapter_checks_raw_tables():
+    df, y = mixed_frame()
+    prop = propagator_for(mixed_preprocessor().fit(df, y))
+    assert prop.raw_input and prop.n_columns() == 5 and list(prop.feature_names()) == list(df.columns)
+    assert prop.check_input(df) is df
+    with pytest.raises(ValueError, match="4 columns, but the ColumnTransformer was fitted on 5"):
+        prop.check_input(df.iloc[:, :4].to_numpy())
+    with pytest.raises(ValueError, match="2-D table"):
+        prop.check_raw(np.array(["a", "b"]))
+    mixed = prop.check_raw([["a", 1.5], ["b", 2.0]])  # mixed rows keep their numbers
+    assert mixed.dtype == object and mixed[0, 1] == 1.5
+    # fitted on numbers only: takes tensors anywhere in a chain
+    assert not propagator_for(OneHotEncoder().fit(np.array([[1.0], [2.0]]))).raw_input
+    assert propagator_for(OneHotEncoder().fit(CATS)).raw_input
+    assert not propagator_for(ColumnTransformer([("s", StandardScaler(), [0])]).fit(np.ones((3, 2)))).raw_input

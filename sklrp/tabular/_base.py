@@ -16,21 +16,30 @@ computed from one column give their relevance back to it. Outputs that are const
 (a polynomial's ``1`` column) have no source; their relevance is absorbed like a
 bias (Eq. (2.16)). The configured rule is not used by these steps; it acts on the
 linear layers around them.
+
+Raw samples
+-----------
+Encoders, imputers and column transformers are :class:`sklrp.propagators.InputAdapter`
+steps (:class:`TabularAdapter`): as the first step of a chain they receive the rows of
+``X`` as the user passed them (a DataFrame with string columns and missing values, an
+object array) and return a float tensor, and their relevance has one column per raw
+column. A fitted step that saw only numbers also takes float tensors anywhere in a
+chain: its ``raw_input`` is then ``False`` (set per instance), so
+:func:`sklrp.propagators.build_chain` accepts it after the first step.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import torch
 from scipy import sparse
 
-from ..propagators import Propagator
+from ..propagators import InputAdapter, Propagator
 from ..rules import LayerRelevance
 
-__all__ = ["Routing", "RoutingPropagator"]
+__all__ = ["Routing", "RoutingPropagator", "TabularAdapter"]
 
 
 def sklearn_input(step, x):
@@ -127,16 +136,72 @@ class Routing:
         return LayerRelevance(r_in, bias)
 
 
+def numeric_kind(values) -> bool:
+    """Whether an array (or every array of a list) holds numbers."""
+    if isinstance(values, (list, tuple)):
+        return all(numeric_kind(v) for v in values)
+    return np.asarray(values).dtype.kind in "biuf"
+
+
+class TabularAdapter(InputAdapter):
+    """A tabular step that takes the raw samples as the first step of a chain (and tensors elsewhere).
+
+    ``raw_input`` is set per fitted instance by :meth:`needs_raw`: True when the step was
+    fitted on non-numeric values (then it can only be the first step: nothing but
+    numbers flows between steps), False when it saw only numbers (then it takes float
+    tensors wherever it stands, and the raw rows when it is first).
+    """
+
+    def __init__(self, step):
+        super().__init__(step)
+        self.raw_input = self.needs_raw()
+
+    def needs_raw(self) -> bool:
+        """Whether the fitted step needs the raw samples (it was fitted on non-numeric values)."""
+        return True
+
+    @classmethod
+    def check_raw(cls, X):
+        """A 2-D table: a DataFrame is kept as is, array-likes become numpy (object dtype for mixed lists)."""
+        if hasattr(X, "iloc") and hasattr(X, "columns"):
+            return X
+        if sparse.issparse(X):
+            X = X.tocsr()
+        else:
+            arr = np.asarray(X)
+            if arr.dtype.kind in "US" and not isinstance(X, np.ndarray):
+                arr = np.asarray(X, dtype=object)  # keep the numbers of mixed rows numbers
+            X = arr
+        if X.ndim != 2:
+            raise ValueError(f"expected a 2-D table (n_samples, n_columns) or a DataFrame, got an array of shape "
+                             f"{X.shape}")
+        return X
+
+    def check_input(self, X):
+        X = self.check_raw(X)
+        n = self.n_columns()
+        if X.shape[1] != n:
+            raise ValueError(f"X has {X.shape[1]} columns, but the {type(self.step).__name__} was fitted on {n}")
+        return X
+
+    def n_rows(self, X) -> int:
+        return n_rows(X)
+
+    def n_columns(self) -> int:
+        return int(self.step.n_features_in_)
+
+    def feature_names(self):
+        names = getattr(self.step, "feature_names_in_", None)
+        return None if names is None else np.asarray(names, dtype=object)
+
+
 class RoutingPropagator(Propagator):
     """A step whose relevance is routed to source columns by fixed shares (see :class:`Routing`).
 
     Subclasses implement :meth:`routing`. The forward pass replays the fitted step's own
     ``transform`` (on the host; sparse output is densified), so it reproduces exactly
-    what the model saw. ``raw_input = True`` subclasses accept the raw batch (strings,
-    a DataFrame) when they are the first step of a chain.
+    what the model saw.
     """
-
-    raw_input: ClassVar[bool] = False
 
     def routing(self) -> Routing:  # pragma: no cover - implemented by subclasses
         raise NotImplementedError

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numbers
 from dataclasses import dataclass
-from typing import ClassVar
 
 import numpy as np
 import torch
@@ -12,9 +11,9 @@ from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import FeatureUnion, Pipeline
 from sklearn.utils.validation import check_is_fitted
 
-from ..propagators import Head, Propagator, propagator_for, register
+from ..propagators import Head, InputAdapter, is_supported, propagator_for, register, supported_steps
 from ..rules import LayerRelevance
-from ._base import as_tensor, n_rows, sklearn_input
+from ._base import TabularAdapter, as_tensor, n_rows, sklearn_input
 
 __all__ = ["ColumnTransformerPropagator", "FeatureUnionPropagator"]
 
@@ -97,12 +96,33 @@ def _branch(owner, name, transformer, columns, outputs):
     return _Branch(name, columns, outputs, steps, props)
 
 
-class _ParallelPropagator(Propagator):
+def _check_inner(owner, transformers):
+    """Before fitting: every transformer inside ``owner`` must have a propagator.
+
+    Raises the ``TypeError`` itself, naming the transformer, so that
+    :func:`sklrp.propagators.check_supported` does not blame the container.
+    """
+    for name, transformer in transformers:
+        if isinstance(transformer, str):
+            continue  # "drop" / "passthrough"
+        for s in _flatten(transformer):
+            if not is_supported(s):
+                raise TypeError(
+                    f"{type(owner).__name__} transformer {name!r}: sklrp cannot explain a {type(s).__name__} step: "
+                    f"no propagator is registered for it. Supported: {', '.join(supported_steps())}."
+                )
+    return True
+
+
+class _ParallelPropagator(TabularAdapter):
     """Backward pass shared by ColumnTransformer and FeatureUnion: every branch replayed and
     propagated on its own, the input relevance of all branches summed (Eq. (2.12))."""
 
-    raw_input: ClassVar[bool] = True
     branches: list
+
+    def needs_raw(self):
+        # raw samples are needed when a transformer inside was fitted on non-numeric values
+        return any(b.propagators[0].raw_input for b in self.branches)
 
     def _check_output(self, out):
         if not torch.isfinite(out).all():
@@ -138,7 +158,7 @@ class _ParallelPropagator(Propagator):
             start = outputs.stop
             r = relevance[:, outputs]
             for prop, a in zip(reversed(branch.propagators), reversed(acts[:-1])):
-                step_input = a if getattr(prop, "raw_input", False) else as_tensor(a, config, prop.step, "input")
+                step_input = a if isinstance(prop, InputAdapter) else as_tensor(a, config, prop.step, "input")
                 lr = prop.backward(step_input, r, config)
                 r, bias = lr.input, bias + lr.bias
             if branch.columns is None:
@@ -151,7 +171,15 @@ class _ParallelPropagator(Propagator):
         return LayerRelevance(r_in, bias)
 
 
-@register(ColumnTransformer)
+def _column_transformer_supported(step):
+    return isinstance(step, ColumnTransformer) and _check_inner(step, [(n, t) for n, t, _ in step.transformers])
+
+
+def _feature_union_supported(step):
+    return isinstance(step, FeatureUnion) and _check_inner(step, step.transformer_list)
+
+
+@register(ColumnTransformer, unfitted=_column_transformer_supported)
 class ColumnTransformerPropagator(_ParallelPropagator):
     """``ColumnTransformer``: each transformer's relevance returns to the columns it reads.
 
@@ -195,7 +223,6 @@ class ColumnTransformerPropagator(_ParallelPropagator):
     """
 
     def __init__(self, step):
-        super().__init__(step)
         check_is_fitted(step, "transformers_")
         self.branches = []
         for name, transformer, columns in step.transformers_:
@@ -203,9 +230,10 @@ class ColumnTransformerPropagator(_ParallelPropagator):
             if outputs.stop == outputs.start or (isinstance(transformer, str) and transformer == "drop"):
                 continue
             self.branches.append(_branch(step, name, transformer, _column_indices(step, columns), outputs))
+        super().__init__(step)
 
 
-@register(FeatureUnion)
+@register(FeatureUnion, unfitted=_feature_union_supported)
 class FeatureUnionPropagator(_ParallelPropagator):
     """``FeatureUnion``: every transformer reads all columns; their input relevances add up (Eq. (2.12)).
 
@@ -215,7 +243,6 @@ class FeatureUnionPropagator(_ParallelPropagator):
     """
 
     def __init__(self, step):
-        super().__init__(step)
         self.branches = []
         for name, transformer in step.transformer_list:
             if isinstance(transformer, str) and transformer == "drop":
@@ -224,3 +251,4 @@ class FeatureUnionPropagator(_ParallelPropagator):
                 raise TypeError(f"FeatureUnion transformer {name!r}: 'passthrough' is not supported by sklrp; use "
                                 "FunctionTransformer() (the identity) instead")
             self.branches.append(_branch(step, name, transformer, None, None))
+        super().__init__(step)

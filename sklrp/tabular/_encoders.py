@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 from sklearn.preprocessing import (
     KBinsDiscretizer,
@@ -14,7 +12,7 @@ from sklearn.preprocessing import (
 )
 
 from ..propagators import register
-from ._base import Routing, RoutingPropagator
+from ._base import Routing, RoutingPropagator, TabularAdapter, numeric_kind
 
 __all__ = [
     "OneHotEncoderPropagator",
@@ -37,7 +35,7 @@ def _checked(routing, step):
 
 
 @register(OneHotEncoder)
-class OneHotEncoderPropagator(RoutingPropagator):
+class OneHotEncoderPropagator(TabularAdapter, RoutingPropagator):
     """``OneHotEncoder``: the relevance of a categorical column is the sum over its one-hot columns.
 
     Every output column is a function of one input column (the indicator of one
@@ -69,7 +67,8 @@ class OneHotEncoderPropagator(RoutingPropagator):
     tensor([[ 7., 24.]], dtype=torch.float64)
     """
 
-    raw_input: ClassVar[bool] = True
+    def needs_raw(self):
+        return not numeric_kind(list(self.step.categories_))
 
     def routing(self):
         st = self.step
@@ -88,7 +87,7 @@ class OneHotEncoderPropagator(RoutingPropagator):
 
 
 @register(OrdinalEncoder)
-class OrdinalEncoderPropagator(RoutingPropagator):
+class OrdinalEncoderPropagator(TabularAdapter, RoutingPropagator):
     """``OrdinalEncoder``: each code column passes its relevance to its categorical column (Eq. (2.37)).
 
     The code (and ``unknown_value`` / ``encoded_missing_value``) is a number the model
@@ -96,7 +95,8 @@ class OrdinalEncoderPropagator(RoutingPropagator):
     arbitrary order of the categories. Accepts the raw batch as the first step of a chain.
     """
 
-    raw_input: ClassVar[bool] = True
+    def needs_raw(self):
+        return not numeric_kind(list(self.step.categories_))
 
     def routing(self):
         n = len(self.step.categories_)

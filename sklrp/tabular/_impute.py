@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
-
 import numpy as np
 from sklearn.impute import MissingIndicator, SimpleImputer
 
 from ..propagators import register
-from ._base import Routing, RoutingPropagator
+from ._base import Routing, RoutingPropagator, TabularAdapter, numeric_kind
 
 __all__ = ["SimpleImputerPropagator", "MissingIndicatorPropagator"]
 
@@ -21,7 +19,7 @@ def _is_missing_statistic(value):
 
 
 @register(SimpleImputer)
-class SimpleImputerPropagator(RoutingPropagator):
+class SimpleImputerPropagator(TabularAdapter, RoutingPropagator):
     """``SimpleImputer``: element-wise, relevance passes unchanged (Eq. (2.37)).
 
     An imputed cell is explained as the value used: the model saw the fill value
@@ -37,7 +35,8 @@ class SimpleImputerPropagator(RoutingPropagator):
     its encoder, inside a ``ColumnTransformer``).
     """
 
-    raw_input: ClassVar[bool] = True
+    def needs_raw(self):
+        return not numeric_kind(self.step.statistics_)
 
     def routing(self):
         st = self.step
@@ -53,13 +52,14 @@ class SimpleImputerPropagator(RoutingPropagator):
 
 
 @register(MissingIndicator)
-class MissingIndicatorPropagator(RoutingPropagator):
+class MissingIndicatorPropagator(TabularAdapter, RoutingPropagator):
     """``MissingIndicator``: each indicator column's relevance goes to the column it watches.
 
     Accepts the raw batch as the first step of a chain. Exactly conservative.
     """
 
-    raw_input: ClassVar[bool] = True
+    def needs_raw(self):
+        return False  # its transform takes numbers as well as the raw values it was fitted on
 
     def routing(self):
         st = self.step
