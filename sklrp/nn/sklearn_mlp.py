@@ -54,7 +54,7 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.utils.validation import check_is_fitted
 
 from ..propagators import Head, register
-from .heads import TorchNetHead
+from .heads import TorchModel, TorchNetHead
 
 __all__ = ["MLPHead", "mlp_module"]
 
@@ -133,9 +133,10 @@ class MLPHead(Head):
 
     The MLP becomes a torch network (:func:`mlp_module`, built from the current
     ``coefs_`` / ``intercepts_`` for every batch, so a refitted model is never explained
-    with stale weights) and is explained by :class:`sklrp.nn.TorchNetHead` with the
-    composite of the ``LRPTransformer`` parameters: ``rule`` for every dense layer,
-    ``input_rule`` for the first, ``flat_depth`` for flat bottom layers.
+    with stale weights, and concurrent calls share nothing) and is explained by
+    :class:`sklrp.nn.TorchNetHead` (through a :class:`sklrp.nn.TorchModel` carrying the
+    MLP's classes) with the composite of the ``LRPTransformer`` parameters: ``rule`` for
+    every dense layer, ``input_rule`` for the first, ``flat_depth`` for flat bottom layers.
 
     The explained scores are the logits: the output activation (logistic or softmax) is
     left out (Section 2.3.1). Binary classifiers have one column, positive for
@@ -172,15 +173,19 @@ class MLPHead(Head):
         if isinstance(step, MLPClassifier) and classes is not None and len(classes) < 2:
             raise ValueError(f"this MLPClassifier was fitted on a single class ({classes[0]!r}); it always predicts "
                              "it and there is no decision to explain")
-        self._net = None
+
+    def _net(self, config) -> TorchNetHead:
+        """The torch head of the MLP's current weights, built for this call only (no state shared between calls)."""
+        module = mlp_module(self.step, dtype=config.dtype, device=config.device)
+        model = TorchModel(module, classes=self.classes).fit(np.zeros((1, self.step.coefs_[0].shape[0])))
+        return TorchNetHead(model)
 
     def scores(self, x, config):
-        # the inner head keeps the hooked forward pass for relevance(): one network per batch
-        self._net = TorchNetHead(mlp_module(self.step, dtype=config.dtype, device=config.device))
-        return self._net.scores(x, config)
+        return self._net(config).scores(x, config)
 
     def relevance(self, x, weights, scores, config):
-        net = self._net if self._net is not None else TorchNetHead(
-            mlp_module(self.step, dtype=config.dtype, device=config.device))
-        self._net = None
-        return net.relevance(x, weights, scores, config)
+        return self._net(config).relevance(x, weights, scores, config)
+
+    def decompose(self, x, labels, config, out=None):
+        # one hooked forward pass for scores and relevance (sklrp.nn.TorchNetHead.decompose)
+        return self._net(config).decompose(x, labels, config)
