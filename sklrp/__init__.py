@@ -26,12 +26,15 @@ __all__ += ["SpRAy", "spray_spectra", "datasets"]
 from .evaluation import (  # noqa: E402
     aopc_score,
     context_ratio,
+    deconvolution_heatmap,
+    guided_backprop_heatmap,
     make_aopc_scorer,
     perturbation_curve,
     sensitivity_heatmap,
 )
 
-__all__ += ["aopc_score", "context_ratio", "make_aopc_scorer", "perturbation_curve", "sensitivity_heatmap"]
+__all__ += ["aopc_score", "context_ratio", "make_aopc_scorer", "perturbation_curve", "sensitivity_heatmap",
+            "deconvolution_heatmap", "guided_backprop_heatmap"]
 
 from . import kernels  # noqa: E402
 

@@ -577,7 +577,7 @@ def test_verbose_progress_bar(capsys):
         (dict(region_size=3, n_steps=10), "n_steps=10 exceeds the number of regions \\(9\\)"),
         (dict(n_steps=0), "n_steps must be a positive integer"),
         (dict(order="best"), "order must be one of"),
-        (dict(perturbation="noise"), "perturbation must be one of"),
+        (dict(perturbation="noise"), "perturbation must be 'auto', one of"),
         (dict(value_range=(1, 0)), "value_range must be a finite pair"),
         (dict(n_repeats=0), "n_repeats must be a positive integer"),
         (dict(X=np.full((2, 8, 8), np.nan)), "X contains NaN or infinity"),
