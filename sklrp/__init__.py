@@ -3,9 +3,10 @@
 Equation numbers in docstrings refer to the thesis that defines the methods.
 """
 
-from . import rules
+from . import chain, propagators, rules
+from .explain import LRPTransformer
+from .explanation import Explanation
 from .propagators import propagator_for, register, supported_steps
-from .explain import Explanation, LRPTransformer
 
 __version__ = "0.1.0"
 
@@ -13,6 +14,8 @@ __all__ = [
     "LRPTransformer",
     "Explanation",
     "rules",
+    "chain",
+    "propagators",
     "propagator_for",
     "register",
     "supported_steps",

@@ -287,8 +287,10 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
             validate_data(self, X, reset=False, skip_check_array=True)
             return chain.adapter.check_input(X)
         # Finiteness is checked per batch by the chain, while the batch is in cache: a separate
-        # pass over X would cost as much as a linear model's whole decision function.
-        X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float64, ensure_all_finite=False)
+        # pass over X would cost as much as a linear model's whole decision function. float32 stays
+        # float32 (batches are converted one at a time): memory is the output plus one batch.
+        X = validate_data(self, X, reset=False, allow_nd=True, dtype=[np.float64, np.float32],
+                          ensure_all_finite=False)
         if X.ndim > 2 and not chain.accepts_nd:
             raise ValueError(
                 f"{type(self.estimator_).__name__} expects 2-D input (n_samples, n_features); got X with "

@@ -327,3 +327,20 @@ def test_weighted_bias_needs_linear_projection():
 def test_public_names():
     for name in ("LRPTransformer", "Explanation", "rules", "propagator_for", "supported_steps"):
         assert hasattr(sklrp, name)
+
+
+def test_float32_input_is_not_copied_to_float64():
+    # memory is the float64 output plus one batch, not also a float64 copy of X
+    import tracemalloc
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(40_000, 50).astype(np.float32)
+    lrp = LRPTransformer(LogisticRegression(max_iter=200), device="cpu").fit(X[:500], X[:500, 0] > 0)
+    tracemalloc.start()
+    try:
+        R = lrp.transform(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert R.dtype == np.float64 and peak < R.nbytes + 0.25 * X.nbytes
+    np.testing.assert_allclose(R, lrp.transform(X.astype(np.float64)), rtol=1e-6, atol=1e-6)
