@@ -296,16 +296,15 @@ def test_missing_pyamg(monkeypatch):
     X = np.random.default_rng(0).standard_normal((50, 3))
     with pytest.raises(ImportError, match="pyamg"):
         SpRAy(eigen_solver="amg").fit(X)
-    with pytest.warns(UserWarning, match="pyamg is not installed; using ARPACK"):
-        assert _spectrum.resolve_solver("auto", _spectrum.AMG_MIN_SAMPLES) == "arpack"
+    assert _spectrum.resolve_solver("auto", 10**6) == "arpack"  # "auto" never needs pyamg
 
 
 @needs("faiss", "pyamg")
 def test_auto_choices_by_size():
     assert _graph.resolve_knn("auto", 100) == "exact"
     assert _graph.resolve_knn("auto", _graph.APPROX_MIN_SAMPLES) == "approximate"
-    assert _spectrum.resolve_solver("auto", 100) == "arpack"
-    assert _spectrum.resolve_solver("auto", _spectrum.AMG_MIN_SAMPLES) == "amg"
+    assert _spectrum.resolve_solver("auto", 10**6) == "arpack"
+    assert _spectrum.resolve_solver("amg", 100) == "amg"
     X = np.random.default_rng(0).standard_normal((40, 3))
     est = SpRAy(embedding=None, random_state=0).fit(X)
     assert est.knn_method_ == "exact" and est.eigen_solver_ == "arpack"

@@ -80,8 +80,8 @@ class SpRAy(ClusterMixin, BaseEstimator):
     embedding; (7) t-SNE on ``DIST = 1 / (W + eps)``.
 
     Every step keeps memory O(N k) beyond the maps themselves; for large N the neighbour
-    search can be approximate (``knn``), the spectrum solved by AMG-preconditioned LOBPCG
-    (``eigen_solver``), k-means run in mini-batches (``clustering``) and t-SNE FFT-accelerated
+    search can be approximate (``knn``), the spectrum comes from one deflated sparse solve
+    (``eigen_solver``), k-means runs in mini-batches (``clustering``) and t-SNE is FFT-accelerated
     (openTSNE). The optional packages come with ``pip install "sklrp[scale]"``.
 
     Parameters
@@ -160,9 +160,9 @@ class SpRAy(ClusterMixin, BaseEstimator):
         Sparse eigensolver for components of more than 300 maps (smaller ones are solved
         densely). ``"arpack"``: Lanczos on ``c I - L`` (sparse mat-vecs only). ``"amg"``:
         LOBPCG preconditioned by smoothed-aggregation algebraic multigrid (pyamg, extra
-        ``scale``), falling back to ARPACK with a warning if it does not converge.
-        ``"auto"``: ARPACK below 200,000 maps, AMG from there on when pyamg is installed
-        (ARPACK with a ``UserWarning`` otherwise).
+        ``scale``; ``ImportError`` without it), falling back to ARPACK with a warning if it
+        does not converge. ``"auto"`` is ARPACK, which was faster on SpRAy's kNN graphs
+        (100,000 planted maps: 4.9 against 10.2 CPU seconds, eigenvalues equal to 4e-10).
     clustering : {"auto", "kmeans", "minibatch"}, default="auto"
         k-means on the spectral embedding: ``"kmeans"`` (10 restarts), ``"minibatch"``
         (:class:`~sklearn.cluster.MiniBatchKMeans`, 3 restarts), ``"auto"``: mini-batch from
