@@ -329,7 +329,7 @@ class SVMHead(Head):
 
     def scores(self, x, config):
         model = self._model()
-        model.kernel._check_input(x, "X")
+        model.kernel.check_input(x, "X")
         return _scores(model, self._tensors(config), x)
 
     @property
