@@ -269,8 +269,9 @@ class Kernel:
             dot = dot.detach().clone().requires_grad_(True)
             x_sq = x_sq.detach().expand_as(dot).clone().requires_grad_(True)
             value = self.from_products(dot, x_sq, s_sq).sum()
-            d_dot, d_sq = torch.autograd.grad(value, (dot, x_sq))
-        return d_dot, d_sq
+            d_dot, d_sq = torch.autograd.grad(value, (dot, x_sq), allow_unused=True)
+        zero = torch.zeros_like(dot)
+        return (zero if d_dot is None else d_dot), (zero if d_sq is None else d_sq)
 
 
 class PerDimensionKernel(Kernel):
