@@ -1,4 +1,4 @@
-"""LRP for kernel SVMs: ``SVC``, ``NuSVC``, ``OneClassSVM`` and ``SVR`` (Sections 2.3.1, A.1).
+"""LRP for kernel machines: ``SVC``, ``NuSVC``, ``OneClassSVM``, ``SVR`` and :class:`SVDD` (Sections 2.3.1, A.1).
 
 The decision function of a (pairwise) kernel SVM is ``f(x) = sum_i alpha_i y_i k(x_i, x) + b``
 (Eq. (2.66); ``OneClassSVM``: ``sum_i alpha_i k(x_i, x) - rho``, Eq. (A.8)).
@@ -67,10 +67,12 @@ confidence part before squashing.) To explain one pairwise classifier, pass
 ``OneClassSVM``: target ``1`` (default for inliers, ``predict`` = 1) explains the
 inlier score ``f(x)``, target ``-1`` explains ``-f(x)``. ``SVR`` / ``NuSVR`` (output
 index 0) are explained exactly for sum-decomposable kernels; a regressor has no decision
-boundary to expand at, so other kernels are refused.
+boundary to expand at, so other kernels are refused. :class:`SVDD` explains its
+outlierness ``a(x) - r^2`` (Eqs. (A.12)-(A.13)), see there.
 """
 
 from ._head import MAX_REFERENCE, Pair, SVMHead
+from ._svdd import SVDD, SVDDHead
 from ._taylor import (
     MAX_NODES_LIMIT,
     REMAINDER_WARNING_FRACTION,
@@ -82,6 +84,8 @@ from ._taylor import (
 __all__ = [
     "Pair",
     "SVMHead",
+    "SVDD",
+    "SVDDHead",
     "RootPointWarning",
     "TaylorRemainderWarning",
     "MAX_REFERENCE",
