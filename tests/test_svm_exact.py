@@ -102,18 +102,21 @@ def test_exact_conserves_multiclass_ovo(data, name):
 
 
 def _rbf_gradient_loop(sv, coef, gamma, p):
-    # Eq. (A.5)'s derivative: sum_i a_i k(x_i, p) 2 gamma (x_i - p)
-    out = np.zeros(p.shape[0])
+    # Eq. (A.5)'s derivative at the rows of p: sum_i a_i k(x_i, p) 2 gamma (x_i - p)
+    p = np.atleast_2d(p)
+    out = np.zeros(p.shape)
     for i in range(sv.shape[0]):
-        out += coef[i] * np.exp(-gamma * ((sv[i] - p) ** 2).sum()) * 2 * gamma * (sv[i] - p)
+        k = np.exp(-gamma * ((sv[i] - p) ** 2).sum(1, keepdims=True))
+        out += coef[i] * k * 2 * gamma * (sv[i] - p)
     return out
 
 
 def _chi2_gradient_loop(sv, coef, gamma, p):
-    # Eq. (A.7)'s derivative: sum_i a_i k(x_i, p) gamma (4 x_i^2 / (x_i + p)^2 - 1)
-    out = np.zeros(p.shape[0])
+    # Eq. (A.7)'s derivative at the rows of p: sum_i a_i k(x_i, p) gamma (4 x_i^2 / (x_i + p)^2 - 1)
+    p = np.atleast_2d(p)
+    out = np.zeros(p.shape)
     for i in range(sv.shape[0]):
-        k = np.exp(-gamma * ((sv[i] - p) ** 2 / (sv[i] + p)).sum())
+        k = np.exp(-gamma * ((sv[i] - p) ** 2 / (sv[i] + p)).sum(1, keepdims=True))
         out += coef[i] * k * gamma * (4 * sv[i] ** 2 / (sv[i] + p) ** 2 - 1)
     return out
 
@@ -134,7 +137,7 @@ def test_exact_matches_loop_integral(data, name, gamma, gradient):
     w /= 3 * 800
     for n in range(3):
         x, root = X[n], E.root_point[n]
-        integral = sum(wk * gradient(sv, coef, gamma, root + tk * (x - root)) for tk, wk in zip(t, w))
+        integral = w @ gradient(sv, coef, gamma, root + t[:, None] * (x - root))
         np.testing.assert_allclose(E.relevance[n], (x - root) * integral, rtol=1e-8, atol=1e-11)
 
 
@@ -145,7 +148,7 @@ def test_first_order_is_eq_a5_at_its_root(data):
     E = lrp.explain(X[:3])
     for n in range(3):
         expected = (X[n] - E.root_point[n]) * _rbf_gradient_loop(svc.support_vectors_, svc.dual_coef_[0], 2.0,
-                                                                 E.root_point[n])
+                                                                 E.root_point[n])[0]
         np.testing.assert_allclose(E.relevance[n], expected, rtol=1e-9, atol=1e-12)
     assert np.all(E.extras["quadrature_nodes"] == 0)
 

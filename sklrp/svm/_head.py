@@ -81,8 +81,9 @@ def _is_kernel_svm(step):
 class SVMHead(Head):
     """LRP for kernel SVMs: exact for sum-decomposable kernels, Taylor at a root point otherwise.
 
-    See the module docstring for the decompositions (Eqs. (2.72), (2.76), (A.1)-(A.9)),
-    the root-point search and the targets of multi-class and one-class models.
+    See :mod:`sklrp.svm` for the decompositions (Eqs. (2.72), (2.76), (A.1)-(A.9) and the
+    exact path integral), the root-point search and the targets of multi-class and one-class
+    models.
 
     Parameters
     ----------
@@ -101,9 +102,11 @@ class SVMHead(Head):
     >>> E = lrp.explain(X[:3])
     >>> bool(np.allclose(E.relevance.sum(1) + E.bias_relevance, E.output))
     True
-    >>> E = sklrp.LRPTransformer(SVC(kernel="rbf")).fit(X, y).explain(X[:3])
+    >>> E = sklrp.LRPTransformer(SVC(kernel="rbf"), device="cpu").fit(X, y).explain(X[:3])
     >>> E.root_point.shape
     (3, 5)
+    >>> bool(np.allclose(E.relevance.sum(1) + E.bias_relevance, E.output, rtol=1e-6))
+    True
     """
 
     def __init__(self, step):
