@@ -3,9 +3,10 @@
 Equation numbers in docstrings refer to the thesis that defines the methods.
 """
 
-from . import rules
+from . import chain, propagators, rules
+from .explain import LRPTransformer
+from .explanation import Explanation
 from .propagators import propagator_for, register, supported_steps
-from .explain import Explanation, LRPTransformer
 
 __version__ = "0.1.0"
 
@@ -13,6 +14,8 @@ __all__ = [
     "LRPTransformer",
     "Explanation",
     "rules",
+    "chain",
+    "propagators",
     "propagator_for",
     "register",
     "supported_steps",
@@ -26,12 +29,15 @@ __all__ += ["SpRAy", "spray_spectra", "datasets"]
 from .evaluation import (  # noqa: E402
     aopc_score,
     context_ratio,
+    deconvolution_heatmap,
+    guided_backprop_heatmap,
     make_aopc_scorer,
     perturbation_curve,
     sensitivity_heatmap,
 )
 
-__all__ += ["aopc_score", "context_ratio", "make_aopc_scorer", "perturbation_curve", "sensitivity_heatmap"]
+__all__ += ["aopc_score", "context_ratio", "make_aopc_scorer", "perturbation_curve", "sensitivity_heatmap",
+            "deconvolution_heatmap", "guided_backprop_heatmap"]
 
 from . import kernels  # noqa: E402
 

@@ -444,19 +444,16 @@ def test_bad_samples(data, positive_data):
         chi.explain(-Xp[:2])
 
 
-@pytest.mark.parametrize("param, value, match", [
-    ("n_root_candidates", 0, "n_root_candidates must be a positive integer"),
-    ("n_root_candidates", 2.5, "n_root_candidates must be a positive integer"),
-    ("root_tol", -1.0, "root_tol must be a positive"),
-    ("root_tol", np.nan, "root_tol must be a positive"),
+@pytest.mark.parametrize("param, value", [
+    ("n_root_candidates", 0), ("n_root_candidates", 2.5), ("root_tol", -1.0), ("root_tol", np.nan),
 ])
-def test_bad_root_parameters(positive_data, param, value, match):
-    # validated in fit, before any work; and again in explain after set_params
+def test_bad_root_parameters(positive_data, param, value):
+    # refused up front, naming the parameter, before the model is trained; and in explain after set_params
     X, y = positive_data
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=f"'{param}' parameter of LRPTransformer must be"):
         LRP(TAYLOR["rbf"](), **{param: value}).fit(X, y)
     lrp = LRP(TAYLOR["rbf"]()).fit(X, y).set_params(**{param: value})
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(ValueError, match=f"'{param}' parameter of LRPTransformer must be"):
         lrp.explain(X[:2])
 
 

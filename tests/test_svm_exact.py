@@ -249,26 +249,37 @@ def test_float32_exact(data):
     np.testing.assert_allclose(total, E.output, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("param, value, match", [
-    ("taylor", "second_order", "taylor must be one of"),
-    ("taylor", None, "taylor must be one of"),
-    ("taylor_tol", 0.0, "taylor_tol must be a finite number in"),
-    ("taylor_tol", -1e-8, "taylor_tol must be a finite number in"),
-    ("taylor_tol", np.nan, "taylor_tol must be a finite number in"),
-    ("taylor_tol", 2.0, "taylor_tol must be a finite number in"),
-    ("taylor_tol", "1e-8", "taylor_tol must be a finite number in"),
-    ("taylor_max_nodes", 0, r"taylor_max_nodes must be an integer in \[1, 1024\]"),
-    ("taylor_max_nodes", 10 ** 6, r"taylor_max_nodes must be an integer in \[1, 1024\]"),
-    ("taylor_max_nodes", 2.5, r"taylor_max_nodes must be an integer in \[1, 1024\]"),
-    ("taylor_max_nodes", True, r"taylor_max_nodes must be an integer in \[1, 1024\]"),
+@pytest.mark.parametrize("param, value", [
+    ("taylor", "second_order"), ("taylor", None), ("taylor_tol", 0.0), ("taylor_tol", -1e-8), ("taylor_tol", np.nan),
+    ("taylor_tol", 2.0), ("taylor_tol", "1e-8"), ("taylor_max_nodes", 0), ("taylor_max_nodes", 10 ** 6),
+    ("taylor_max_nodes", 2.5), ("taylor_max_nodes", True),
 ])
-def test_bad_taylor_settings(data, param, value, match):
+def test_bad_taylor_settings(data, param, value):
+    # LRPTransformer's parameter constraints, or sklrp.svm's own check (the node limit), name the parameter
     X, y, _ = data
+    match = rf"'{param}' parameter of LRPTransformer must be|{param} must be"
     with pytest.raises(ValueError, match=match):
         LRP(MODELS["rbf"](), **{param: value}).fit(X, y)  # up front, in fit
     lrp = LRP(MODELS["rbf"]()).fit(X, y).set_params(**{param: value})
     with pytest.raises(ValueError, match=match):
         lrp.explain(X[:2])
+
+
+@pytest.mark.parametrize("field, value, match", [
+    ("taylor", "second_order", "taylor must be one of"),
+    ("taylor_tol", 0.0, r"taylor_tol must be a finite number in \(0, 1\)"),
+    ("taylor_max_nodes", 10 ** 6, r"taylor_max_nodes must be an integer in \[1, 1024\]"),
+    ("taylor_max_nodes", True, r"taylor_max_nodes must be an integer in \[1, 1024\]"),
+    ("root_tol", -1.0, "root_tol must be a positive finite number"),
+    ("n_root_candidates", 0, "n_root_candidates must be a positive integer"),
+])
+def test_head_checks_its_settings(data, field, value, match):
+    # a head used through a RuleConfig directly (a Chain, the audit) checks the settings itself
+    X, y, _ = data
+    _, head = build_chain(MODELS["rbf"]().fit(X, y))
+    config = RuleConfig(Epsilon(0.01), **{field: value})
+    with pytest.raises(ValueError, match=match):
+        head.prepare(config.tensor(X), y, config)
 
 
 class _NumpyKernel(K.Kernel):

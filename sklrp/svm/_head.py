@@ -396,7 +396,7 @@ class SVMHead(Head):
         t = self._reference_tensors(config)
         expansion = Expansion(self._model().kernel, t["sv"], weights @ t["coef"], weights @ t["intercept"])
         reference = Reference(t["ref"], t["ref_sq"], weights @ t["ref_scores"].T, t.get("ref_sv"))
-        return decompose(expansion, x, (weights * scores).sum(1), reference, config, stacklevel=4)
+        return decompose(expansion, x, (weights * scores).sum(1), reference, config)
 
 
 # -- array helpers ------------------------------------------------------------------------------

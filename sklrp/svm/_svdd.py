@@ -29,6 +29,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from .. import kernels as _kernels
 from ..propagators import Head, HeadRelevance, register
 from ._head import Model, SVMHead
+from ._taylor import caller_outside_sklrp
 
 _KERNELS = {
     "linear": _kernels.LinearKernel,
@@ -195,7 +196,7 @@ class SVDD(OutlierMixin, BaseEstimator):
                                        max_iter)
         if n_iter >= max_iter:
             warnings.warn(f"SVDD: SMO stopped after max_iter={max_iter} iterations before reaching tol={self.tol:g}; "
-                          "raise max_iter or tol.", ConvergenceWarning, stacklevel=2)
+                          "raise max_iter or tol.", ConvergenceWarning, stacklevel=caller_outside_sklrp())
         # G_i = 2 (K alpha)_i - k(x_i, x_i) = rho on support vectors strictly inside the box (KKT)
         C_box = min(C, 1.0)
         free = (alpha > 1e-12 * C_box) & (alpha < C_box * (1 - 1e-12))

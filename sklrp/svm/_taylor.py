@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import functools
 import numbers
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -57,6 +59,17 @@ class TaylorRemainderWarning(UserWarning):
     :data:`REMAINDER_WARNING_FRACTION`; the message names the fix (``taylor="exact"``,
     or a larger ``taylor_max_nodes``).
     """
+
+
+_PACKAGE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def caller_outside_sklrp():
+    """``stacklevel`` of the first caller outside the sklrp package, for ``warnings.warn`` called by our caller."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def _is_int(value):
@@ -127,7 +140,7 @@ class Reference:
     sv_products: torch.Tensor | None  # (N, S) <reference, support vector>, for uses_products kernels
 
 
-def decompose(expansion, x, g0, reference, config, stacklevel=2):
+def decompose(expansion, x, g0, reference, config):
     """Relevance of ``g0 = g(x)`` by a Taylor decomposition at a root point (module docstring).
 
     Returns a :class:`~sklrp.propagators.HeadRelevance` with ``bias = g(x~)``,
@@ -195,7 +208,7 @@ def decompose(expansion, x, g0, reference, config, stacklevel=2):
             "f(baseline) is in bias_relevance, the baseline in root_point, and extras['root_found'] is False. "
             "Fit LRPTransformer on data predicted as both classes, or raise n_root_candidates / root_tol.",
             RootPointWarning,
-            stacklevel=stacklevel + 1,
+            stacklevel=caller_outside_sklrp(),
         )
     explained = ~at_boundary
     if bool(explained.any()):
@@ -211,7 +224,7 @@ def decompose(expansion, x, g0, reference, config, stacklevel=2):
                 f"unexplained in this batch of {n} samples (more than {REMAINDER_WARNING_FRACTION:.0%}; see "
                 f"Explanation.residual); {fix}.",
                 TaylorRemainderWarning,
-                stacklevel=stacklevel + 1,
+                stacklevel=caller_outside_sklrp(),
             )
     extras = {"root_point": root, "root_found": found, "quadrature_nodes": nodes}
     return HeadRelevance(rel, g_root, extras, remainder=remainder)
