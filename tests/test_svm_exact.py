@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 from sklearn.frozen import FrozenEstimator
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC, OneClassSVM
 
 import sklrp
@@ -73,8 +75,10 @@ def test_exact_conserves_binary(data, name):
     np.testing.assert_allclose(E.bias_relevance, sign * lrp.estimator_.decision_function(E.root_point), atol=1e-12)
     assert np.all(np.abs(E.bias_relevance) <= 1e-6)
     assert np.all(np.abs(E.relevance).sum(1) > 0.1 * np.abs(E.output))
-    # relative residual per sample
-    assert np.all(np.abs(E.residual) <= 1e-6 * np.abs(E.output))
+    # the head's remainder is the whole residual of a lone SVM; relative residual per sample
+    np.testing.assert_allclose(E.taylor_remainder, E.residual, atol=1e-14)
+    np.testing.assert_allclose(E.absorbed, 0.0, atol=1e-14)
+    assert np.all(E.relative_residual <= 1e-6)
     # the same root point as the first-order decomposition: only the integral differs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TaylorRemainderWarning)
@@ -206,7 +210,7 @@ def test_remainder_warning_fires_exactly_when_median_share_is_large(data, gamma)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         E = lrp.explain(X[:30])
-    share = np.median(np.abs(E.residual) / np.abs(E.output))
+    share = np.median(E.relative_residual)
     fired = [w for w in caught if issubclass(w.category, TaylorRemainderWarning)]
     assert bool(fired) == (share > REMAINDER_WARNING_FRACTION)
     if fired:
@@ -231,6 +235,26 @@ def test_remainder_warning_cases(data):
     # the exact form with a single node cannot integrate a narrow RBF: it names its own fix
     with pytest.warns(TaylorRemainderWarning, match="raise taylor_max_nodes"):
         LRP(SVC(kernel="rbf", gamma=200.0, C=100.0), taylor_max_nodes=1).fit(X, y).explain(X[:20])
+
+
+def test_remainder_apart_from_absorbed_relevance_in_a_pipeline(data):
+    # StandardScaler under the epsilon rule absorbs relevance; the SVM head's Taylor remainder is reported apart
+    X, y, _ = data
+    model = make_pipeline(StandardScaler(), SVC(kernel="rbf", gamma=0.5, C=10.0)).fit(X, y)
+    for taylor in ("first_order", "exact"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TaylorRemainderWarning)
+            E = LRP(FrozenEstimator(model), rule="epsilon", epsilon=1.0, taylor=taylor).fit(X).explain(X[:10])
+            Z = model[0].transform(X[:10])
+            H = LRP(FrozenEstimator(model[-1]), taylor=taylor).fit(model[0].transform(X)).explain(Z)
+        np.testing.assert_allclose(E.taylor_remainder, H.residual, atol=1e-12)  # the head's own remainder
+        np.testing.assert_allclose(E.residual, E.absorbed + E.taylor_remainder, atol=1e-12)
+        assert np.abs(E.absorbed).max() > 1e-3
+        np.testing.assert_allclose(E.relative_residual, np.abs(E.residual) / np.abs(E.output))
+        if taylor == "exact":
+            assert np.all(np.abs(E.taylor_remainder) <= 1e-6 * np.abs(E.output))
+        else:
+            assert np.median(np.abs(E.taylor_remainder) / np.abs(E.output)) > 0.01
 
 
 def test_one_class_svm_exact(data):
