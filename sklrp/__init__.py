@@ -39,18 +39,20 @@ from .evaluation import (  # noqa: E402
 __all__ += ["aopc_score", "context_ratio", "make_aopc_scorer", "perturbation_curve", "sensitivity_heatmap",
             "deconvolution_heatmap", "guided_backprop_heatmap"]
 
-from . import kernels  # noqa: E402
+# Submodules that are not needed to explain a model are loaded on first use (PEP 562), so that
+# ``import sklrp`` stays fast and ``sklrp.svm.Pair`` works whatever was imported before.
+_LAZY_SUBMODULES = ("bow", "cli", "kernels", "linear", "nn", "plotting", "svm", "tabular")
 
-__all__ += ["kernels"]
+__all__ += ["bow", "kernels", "nn", "plotting", "tabular"]
 
-from . import nn  # noqa: E402
 
-__all__ += ["nn"]
+def __getattr__(name):
+    if name in _LAZY_SUBMODULES:
+        import importlib
 
-from . import plotting  # noqa: E402
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-__all__ += ["plotting"]
 
-from . import bow  # noqa: E402
-
-__all__ += ["bow"]
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES))

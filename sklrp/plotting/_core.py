@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.colors import Colormap, LinearSegmentedColormap
 from matplotlib.figure import Figure
 
-from .evaluation.aopc import aopc_from_curves
+from ..evaluation.aopc import aopc_from_curves
 
 __all__ = [
     "COLDHOT",
@@ -64,7 +64,14 @@ def _cmap(cmap) -> Colormap:
 
 
 def _finite(a, name):
-    a = np.asarray(a, dtype=float)
+    if hasattr(a, "toarray") and hasattr(a, "nnz"):  # scipy.sparse
+        a = a.toarray()
+    try:
+        a = np.asarray(a, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape}): there is nothing to draw")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return a
