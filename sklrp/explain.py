@@ -112,6 +112,14 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         ``taylor_tol * |f(x)|``; in (0, 1).
     taylor_max_nodes : int, default=256
         ``taylor="exact"``: most Gauss-Legendre nodes per sample (doubling from 8); 1 to 1024.
+    taylor_reference : {"root", "mean"}, default="root"
+        Where Taylor decompositions expand: ``"root"``, a root point ``x~`` on the decision
+        boundary near ``x`` (Eqs. (2.75)-(2.76)), so relevance explains why ``x`` lies on its
+        side of the boundary; ``"mean"``, the training mean ``x_bar`` (beyond the thesis: the
+        integrated gradient from the average sample), so relevance explains ``f(x) - f(x_bar)``
+        and ``f(x_bar)`` is the bias part. Both are exactly conservative with
+        ``taylor="exact"``. ``"mean"`` answers "what makes this sample differ from a typical
+        one", the question mean-replacement AOPC and KernelSHAP ask; see the SVM guide.
     verbose : bool, default=False
         Show a progress bar over batches.
 
@@ -169,6 +177,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         taylor="exact",
         taylor_tol=1e-8,
         taylor_max_nodes=256,
+        taylor_reference="root",
         verbose=False,
     ):
         self.estimator = estimator
@@ -191,6 +200,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         self.taylor = taylor
         self.taylor_tol = taylor_tol
         self.taylor_max_nodes = taylor_max_nodes
+        self.taylor_reference = taylor_reference
         self.verbose = verbose
 
     _parameter_constraints: dict = {
@@ -212,6 +222,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         "n_root_candidates": [Interval(Integral, 1, None, closed="left")],
         "root_tol": [Interval(Real, 0, None, closed="neither")],
         "taylor": [StrOptions({"exact", "first_order"})],
+        "taylor_reference": [StrOptions({"root", "mean"})],
         "taylor_tol": [Interval(Real, 0, 1, closed="neither")],
         "taylor_max_nodes": [Interval(Integral, 1, None, closed="left")],  # upper bound: sklrp.svm
         "verbose": ["verbose"],
@@ -231,6 +242,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
             input_rule=None if self.input_rule is None else self._make_rule(self.input_rule),
             flat_depth=self.flat_depth, n_root_candidates=self.n_root_candidates, root_tol=self.root_tol,
             taylor=self.taylor, taylor_tol=self.taylor_tol, taylor_max_nodes=self.taylor_max_nodes,
+            taylor_reference=self.taylor_reference,
             batch_size=self.batch_size, bias=self.bias,
         )
 

@@ -67,6 +67,7 @@ class RuleConfig:
     taylor: str = "exact"
     taylor_tol: float = 1e-8
     taylor_max_nodes: int = 256
+    taylor_reference: str = "root"
     batch_size: int = 1024
     bias: str = "keep"
 

@@ -340,3 +340,42 @@ def test_overflowing_input_is_named(data):
     for taylor in ("first_order", "exact"):
         with pytest.raises(ValueError, match="overflow"):
             lrp.set_params(taylor=taylor).explain(X[:3] * 1e200)
+
+
+# -- expansion at the training mean (taylor_reference="mean") -----------------------------------
+@pytest.mark.parametrize("name", ["rbf", "chi2", "poly"])
+def test_mean_reference_conserves_with_f_of_the_mean_as_bias(data, name):
+    X, y, _ = data
+    yy = _labels(name, X, y)
+    lrp = LRP(MODELS[name](), taylor_reference="mean").fit(X, yy)
+    E = lrp.explain(X[:8])
+    _conserves(E)
+    np.testing.assert_allclose(E.root_point, np.broadcast_to(X.mean(0), E.root_point.shape), rtol=1e-12)
+    sign = np.where(E.target == lrp.classes_[1], 1.0, -1.0)
+    f_mean = lrp.estimator_.decision_function(X.mean(0)[None])[0]
+    np.testing.assert_allclose(E.bias_relevance, sign * f_mean, rtol=1e-10)
+    assert E.extras["root_found"].all()
+
+
+def test_mean_reference_matches_loop_integral(data):
+    X, y, _ = data
+    lrp = LRP(MODELS["rbf"](), target=1, taylor_reference="mean").fit(X, y)
+    svc = lrp.estimator_
+    E = lrp.explain(X[:3])
+    t = np.linspace(0.0, 1.0, 801)
+    w = np.full(801, 2.0)
+    w[1::2], w[0], w[-1] = 4.0, 1.0, 1.0
+    w /= 3 * 800
+    mean = X.mean(0)
+    for n in range(3):
+        path = mean + t[:, None] * (X[n] - mean)
+        integral = w @ _rbf_gradient_loop(svc.support_vectors_, svc.dual_coef_[0], 2.0, path)
+        np.testing.assert_allclose(E.relevance[n], (X[n] - mean) * integral, rtol=1e-8, atol=1e-11)
+
+
+def test_mean_reference_first_order_and_bad_value(data):
+    X, y, _ = data
+    E = LRP(MODELS["rbf"](), taylor="first_order", taylor_reference="mean", target=1).fit(X, y).explain(X[:3])
+    assert E.relevance.shape == (3, 4) and np.all(E.taylor_remainder != 0)
+    with pytest.raises(ValueError, match="'taylor_reference' parameter of LRPTransformer"):
+        LRP(MODELS["rbf"](), taylor_reference="median").fit(X, y)

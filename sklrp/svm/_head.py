@@ -130,6 +130,7 @@ class SVMHead(Head):
             )
         self._train = None
         self._reference = None
+        self._mean = None
         self._model_np = None
         self._cache = {}
 
@@ -269,6 +270,7 @@ class SVMHead(Head):
         n = train.shape[0]
         idx = np.linspace(0, n - 1, cap).astype(int) if n > cap else np.arange(n)
         self._reference = train[np.unique(idx)]
+        self._mean = train.mean(axis=0)
         self._train = None  # only needed to resolve the model; don't keep (or pickle) the training set
 
     def scores(self, x, config):
@@ -395,7 +397,8 @@ class SVMHead(Head):
                                  remainder=out.remainder.to(config.dtype))
         t = self._reference_tensors(config)
         expansion = Expansion(self._model().kernel, t["sv"], weights @ t["coef"], weights @ t["intercept"])
-        reference = Reference(t["ref"], t["ref_sq"], weights @ t["ref_scores"].T, t.get("ref_sv"))
+        mean = self._mean if self._mean is not None else self._model().sv.mean(axis=0)
+        reference = Reference(t["ref"], t["ref_sq"], weights @ t["ref_scores"].T, t.get("ref_sv"), config.tensor(mean))
         return decompose(expansion, x, (weights * scores).sum(1), reference, config)
 
 

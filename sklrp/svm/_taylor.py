@@ -33,6 +33,8 @@ from ..propagators import HeadRelevance
 
 #: Values of ``LRPTransformer(taylor=...)``.
 TAYLOR_MODES = ("exact", "first_order")
+#: Values of ``LRPTransformer(taylor_reference=...)``: expand at a root point or at the training mean.
+TAYLOR_REFERENCES = ("root", "mean")
 #: A batch whose median ``|remainder| / |f(x)|`` exceeds this fraction raises a TaylorRemainderWarning.
 REMAINDER_WARNING_FRACTION = 0.1
 #: Largest accepted ``taylor_max_nodes`` (Gauss-Legendre nodes per sample).
@@ -88,6 +90,8 @@ def check_settings(config):
         raise ValueError(f"n_root_candidates must be a positive integer, got {config.n_root_candidates!r}")
     if not isinstance(config.taylor, str) or config.taylor not in TAYLOR_MODES:
         raise ValueError(f"taylor must be one of {TAYLOR_MODES}, got {config.taylor!r}")
+    if not isinstance(config.taylor_reference, str) or config.taylor_reference not in TAYLOR_REFERENCES:
+        raise ValueError(f"taylor_reference must be one of {TAYLOR_REFERENCES}, got {config.taylor_reference!r}")
     if not (_is_real(config.taylor_tol) and 0 < config.taylor_tol < 1):
         raise ValueError(
             f"taylor_tol must be a finite number in (0, 1) (the completeness error allowed, relative to |f(x)|), "
@@ -138,16 +142,22 @@ class Reference:
     sq: torch.Tensor  # (N,)
     scores: torch.Tensor  # (n, N): g_n(reference_j)
     sv_products: torch.Tensor | None  # (N, S) <reference, support vector>, for uses_products kernels
+    mean: torch.Tensor | None = None  # (D,): the training mean, the expansion point of taylor_reference="mean"
 
 
 def decompose(expansion, x, g0, reference, config):
     """Relevance of ``g0 = g(x)`` by a Taylor decomposition at a root point (module docstring).
+
+    With ``config.taylor_reference == "mean"`` the expansion point is the training mean
+    instead (no root search; :func:`_decompose_at_mean`).
 
     Returns a :class:`~sklrp.propagators.HeadRelevance` with ``bias = g(x~)``,
     ``remainder = g(x) - g(x~) - sum_d R_d`` and extras ``root_point`` (the expansion point,
     ``(n, D)``), ``root_found`` (``|g(x~)| <= root_tol``) and ``quadrature_nodes`` (nodes
     used per sample, 0 for first order and samples on the boundary).
     """
+    if config.taylor_reference == "mean":
+        return _decompose_at_mean(expansion, x, g0, reference.mean, config)
     tol = config.root_tol
     n, d = x.shape
     sign0 = torch.where(g0 >= 0, 1.0, -1.0).to(g0.dtype)
@@ -228,6 +238,34 @@ def decompose(expansion, x, g0, reference, config):
             )
     extras = {"root_point": root, "root_found": found, "quadrature_nodes": nodes}
     return HeadRelevance(rel, g_root, extras, remainder=remainder)
+
+
+def _decompose_at_mean(expansion, x, g0, mean, config):
+    """The decomposition at the training mean ``x_bar``: relevance of ``g(x) - g(x_bar)``, ``g(x_bar)`` as bias.
+
+    Beyond the thesis (which expands at root points): the integrated gradient from the average
+    sample. The same quadrature and the same first-order formula as at a root point.
+    """
+    n = x.shape[0]
+    every = torch.arange(n, device=x.device)
+    start = mean.to(x).expand_as(x).contiguous()
+    g_start = expansion.values(start, every)
+    nodes = torch.zeros(n, dtype=torch.int64, device=x.device)
+    if config.taylor == "first_order":
+        rel = expansion.gradient(start, every) * (x - start)
+    else:
+        rel, nodes = _integrate(expansion, start, x, every, g0 - g_start, g0.abs(), config)
+    remainder = g0 - g_start - rel.sum(1)
+    share = float(torch.quantile(remainder.abs() / g0.abs().clamp(min=torch.finfo(x.dtype).tiny), 0.5))
+    if share > REMAINDER_WARNING_FRACTION:
+        fix = ("use taylor='exact'" if config.taylor == "first_order"
+               else f"raise taylor_max_nodes (now {config.taylor_max_nodes})")
+        warnings.warn(f"the Taylor decomposition at the training mean leaves a median {share:.1%} of |f(x)| "
+                      f"unexplained in this batch of {n} samples; {fix}.", TaylorRemainderWarning,
+                      stacklevel=caller_outside_sklrp())
+    extras = {"root_point": start, "root_found": torch.ones(n, dtype=torch.bool, device=x.device),
+              "quadrature_nodes": nodes}
+    return HeadRelevance(rel, g_start, extras, remainder=remainder)
 
 
 # -- the exact path integral ------------------------------------------------------------------
