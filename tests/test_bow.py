@@ -26,7 +26,7 @@ from sklrp.bow._sift import (
     _sift_normalise,
     _sift_opencv_at,
 )
-from sklrp.rules import AlphaBeta, Epsilon, Flat, WSquare, Z
+from sklrp.rules import AbsZ, AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, Z, ZBox
 
 needs_vlfeat = pytest.mark.skipif(
     not has_vlfeat(), reason="cyvlfeat not installed: VLFeat backend not exercised (make install-vlfeat)")
@@ -495,13 +495,33 @@ def test_bow_bad_input_and_rules(descriptors):
     prop = propagator_for(enc)
     cfg = RuleConfig(WSquare())
     x = cfg.tensor(Xt[:1])
-    with pytest.raises(TypeError, match="WSquare rule is not defined"):
+    with pytest.raises(TypeError, match="BoWEncoder: the WSquare rule is not defined for pooled descriptor"):
+        prop.backward(x, prop.forward(x, cfg), cfg)
+    # input-domain bounds have no meaning for descriptors
+    with pytest.raises(TypeError, match="BoWEncoder: the ZBox rule is not defined .* term input 'low'"):
+        prop.backward(x, prop.forward(x, cfg), RuleConfig(ZBox(0.0, 1.0)))
+
+
+class _PlainZ(Rule):
+    """A user's rule that only overrides propagate() (no parts)."""
+
+    def propagate(self, lmap, x, relevance):  # pragma: no cover - never reached on pooled mappings
+        raise AssertionError
+
+
+def test_bow_rejects_rules_without_parts_by_name(descriptors):
+    _, _, Xt = descriptors
+    enc = BoWEncoder(n_words=4, random_state=0).fit(Xt)
+    prop = propagator_for(enc)
+    cfg = RuleConfig(_PlainZ())
+    x = cfg.tensor(Xt[:1])
+    with pytest.raises(TypeError, match="BoWEncoder: the _PlainZ rule is not defined for pooled .* no parts"):
         prop.backward(x, prop.forward(x, cfg), cfg)
 
 
-@pytest.mark.parametrize("rule", [AlphaBeta(1.0, 0.0), Flat()])
+@pytest.mark.parametrize("rule", [AlphaBeta(1.0, 0.0), Flat(), Gamma(0.5), AbsZ()], ids=repr)
 def test_bow_other_rules_conserve(descriptors, rule):
-    # BoW mappings are non-negative: z+ and flat are conservative too
+    # BoW mappings are non-negative: z+, flat, gamma and the magnitude rule are conservative too
     _, _, Xt = descriptors
     enc = BoWEncoder(n_words=20, random_state=0, pyramid=((1, 1), (2, 2))).fit(Xt)
     prop = propagator_for(enc)

@@ -12,7 +12,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import sklrp
 from sklrp.propagators import RuleConfig, propagator_for
 from sklrp.bow import N_GEOMETRY, DenseSIFT, FisherVectorEncoder, PowerNormalizer
-from sklrp.rules import AlphaBeta, Epsilon, Flat, Z
+from sklrp.rules import AbsZ, AlphaBeta, Epsilon, Flat, Gamma, Z
 
 
 def _images(n=5, size=36, seed=0):
@@ -206,7 +206,7 @@ def test_fv_pca_path_conserves_with_bias(descriptors):
     np.testing.assert_allclose(total.numpy(), R.sum(1).numpy(), rtol=1e-6)
 
 
-@pytest.mark.parametrize("rule", [AlphaBeta(2.0, -1.0), Flat()])
+@pytest.mark.parametrize("rule", [AlphaBeta(2.0, -1.0), Flat(), Gamma(0.5), AbsZ()], ids=repr)
 def test_fv_generic_rules(descriptors, rule):
     enc = FisherVectorEncoder(2, random_state=0, pyramid=((1, 1), (1, 2))).fit(descriptors)
     prop = propagator_for(enc)
@@ -215,13 +215,18 @@ def test_fv_generic_rules(descriptors, rule):
     f = prop.forward(x, cfg)
     R = f.clone()
     out = prop.backward(x, R, cfg).input[0, :, N_GEOMETRY:].sum(-1)
-    z, _ = _ref_z(enc, descriptors[0])
+    z, regions = _ref_z(enc, descriptors[0])
     ref = np.zeros(z.shape[0])
+    block = z.shape[1] // regions.shape[1]
     for d in range(z.shape[1]):
         col = z[:, d]
-        if isinstance(rule, Flat):
-            nz = col != 0
-            ref[nz] += R[0, d].item() / nz.sum()
+        if isinstance(rule, Flat):  # Eq. (2.27): the receptive field of d is its region's descriptors
+            bag = regions[:, d // block]
+            ref[bag] += R[0, d].item() / bag.sum()
+        elif isinstance(rule, (Gamma, AbsZ)):  # z_ld + gamma z+_ld, or |z_ld| (Eq. (2.7), Fig. 4.3)
+            v = col + rule.gamma * col.clip(min=0) if isinstance(rule, Gamma) else np.abs(col)
+            if v.sum() != 0:
+                ref += v / v.sum() * R[0, d].item()
         else:
             zp, zn = col.clip(min=0), col.clip(max=0)
             if zp.sum() > 0:
