@@ -87,24 +87,28 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- division and views
 def safe_divide(num: torch.Tensor, den: torch.Tensor, out: torch.Tensor | None = None, *,
-                nonzero: bool = False) -> torch.Tensor:
+                nonzero: bool = False, overwrite: bool = False) -> torch.Tensor:
     """``num / den`` with a zero quotient wherever ``den == 0``: the one division of all rules.
 
     * ``0 / 0 := 0``: the thesis' convention (a unit with ``z_j = 0`` or an empty
       positive/negative part passes no relevance; DESIGN, LRP Toolbox issue #19).
     * ``x / 0 := 0`` for every finite ``x`` too: a unit whose denominator vanishes passes
-      nothing, so its relevance is absorbed (visible as a conservation deficit).
+      nothing, so its relevance is absorbed (visible as a conservation deficit). A
+      subnormal denominator whose reciprocal overflows (``|den| < 1 / max``, e.g. below
+      ``2.9e-39`` in float32) counts as zero.
     * NaN is never turned into a number: a NaN operand gives NaN (also over a zero
       denominator), and so does an infinite numerator over a zero denominator.
-      Everything else is IEEE division (``x / inf = 0``; a quotient beyond the dtype's
-      range is ``+-inf``).
+      Otherwise IEEE arithmetic: ``x / inf = 0``, a quotient beyond the dtype's range is
+      ``+-inf``.
 
-    This is TensorFlow's ``divide_no_nan`` except that NaN propagates. It runs on
-    arithmetic only (the indicator of ``den == 0`` as a float tensor): on CPUs boolean
-    tensors, ``where`` and ``masked_fill`` are several times slower than arithmetic.
-    ``out`` may be ``den`` itself (when it has the broadcast shape); ``nonzero=True`` is
-    the caller's guarantee that no denominator is zero (the epsilon rule's ``|z_j +
-    eps sign z_j| >= eps``), which skips the guard without changing any result.
+    Computed as ``num * (1 / den)`` with the infinite reciprocals of zero denominators
+    set to 0 (within 1.5 ulp of ``num / den``): arithmetic only, as fast as a plain
+    division. On CPUs boolean tensors, ``where`` and ``masked_fill`` run several times
+    slower than arithmetic. ``out`` may be ``den`` itself (when it has the broadcast
+    shape); ``overwrite=True`` allows ``den`` to be used as scratch (no temporary).
+    ``nonzero=True`` is the caller's guarantee that no denominator is zero or subnormal
+    (the epsilon rule's ``|z_j + eps sign z_j| >= eps``): the plain division then gives
+    the same zeros and NaNs.
 
     Examples
     --------
@@ -115,10 +119,9 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor, out: torch.Tensor | None =
     """
     if nonzero:
         return torch.div(num, den, out=out)
-    zero = torch.eq(den, 0, out=torch.empty(den.shape, dtype=den.dtype, device=den.device))
-    keep = torch.ne(den, 0, out=torch.empty(den.shape, dtype=den.dtype, device=den.device))
-    safe = den.add_(zero) if out is den else torch.add(den, zero)  # 1 where den == 0
-    return torch.div(num, safe, out=out).mul_(keep)
+    inv = den.reciprocal_() if out is den or overwrite else torch.reciprocal(den)
+    inv.nan_to_num_(nan=float("nan"), posinf=0.0, neginf=0.0)  # 1/0 := 0; NaN stays
+    return inv.mul_(num) if out is den else torch.mul(num, inv, out=out)
 
 
 _safe_divide = safe_divide  # the name other modules imported before the helper was public
@@ -256,7 +259,12 @@ class LinearMap:
         """``x @ f(W) + g(b)``: a part's denominator from its first term and its bias."""
         z = self.forward(x, view)
         b = self.bias_view(bias_view)
-        return z if b is None else z.add_(b) if z.shape == torch.broadcast_shapes(z.shape, b.shape) else z + b
+        return z if b is None else z.add_(b) if _holds(z.shape, b.shape) else z + b
+
+    def scale_buffers(self, k: int, like: torch.Tensor):
+        """None, or ``k`` tensors shaped like ``like`` into which the rules write the scaled relevances of
+        ``k`` parts, so that :meth:`backward_many` can use them in one product without copying."""
+        return None
 
     def backward_many(self, pairs) -> torch.Tensor:
         """``sum_k c_k s_k @ f_k(W).T`` for ``pairs`` of ``(s_k, view_k, c_k)``, a new tensor."""
@@ -395,15 +403,29 @@ class Part(NamedTuple):
 _PLAIN = (Term("x", "w"),)
 
 
+class _Plan(NamedTuple):
+    parts: tuple
+    live: list
+    plain: list
+    groups: dict
+
+
 def _parts(rule):
     """``rule.parts()``, or None for a rule that only defines :meth:`Rule.propagate`."""
     return rule.parts() if rule.has_parts else None
 
 
+def _holds(shape, other):
+    """Whether a tensor of ``shape`` can take ``other`` broadcast in place (``torch.broadcast_shapes`` is slow)."""
+    if len(other) > len(shape):
+        return False
+    return all(o == 1 or o == s for s, o in zip(shape[len(shape) - len(other):], other))
+
+
 def _accumulate(acc, t, sign=1.0):
     if acc is None:
         return t if sign == 1 else t.mul_(sign)
-    if acc.shape == torch.broadcast_shapes(acc.shape, t.shape):
+    if _holds(acc.shape, t.shape):
         return acc.add_(t, alpha=sign)
     return torch.add(acc, t, alpha=sign)
 
@@ -447,10 +469,11 @@ class Rule:
         ``unit`` (None, or a tensor broadcastable to ``den``) says that ``den`` is given
         in units of ``unit`` (true denominator ``den * unit``); a stabiliser is then
         applied on the true scale and ``s`` is returned in units of ``1 / unit``, so that
-        ``z_ij s_j`` comes out right. ``out`` may be ``den`` (a buffer the caller owns).
+        ``z_ij s_j`` comes out right. When ``out`` is given (it may be ``den``), ``s`` is
+        written into it, and ``den`` is the caller's scratch: it may be overwritten.
         Without a stabiliser (the default) this is :func:`safe_divide`.
         """
-        return safe_divide(relevance, den, out=out)
+        return safe_divide(relevance, den, out=out, overwrite=out is not None)
 
     def term_input(self, name: str, x: torch.Tensor) -> torch.Tensor:
         """A rule's own term input (e.g. a bound), shaped ``(1, *x.shape[1:])``."""
@@ -459,6 +482,8 @@ class Rule:
     @property
     def has_parts(self) -> bool:
         """True when the rule describes its arithmetic by :meth:`parts` (every rule of this module)."""
+        if "_plan_cache" in self.__dict__:
+            return True
         try:
             self.parts()
         except NotImplementedError:
@@ -490,11 +515,26 @@ class Rule:
         return parts is not None and any(t.input in ("x+", "x-") for p in parts for t in p.terms)
 
     # -- the one evaluation ---------------------------------------------------------
+    def _plan(self):
+        """The rule's parts and what the evaluation derives from them, computed once per rule object."""
+        plan = self.__dict__.get("_plan_cache")
+        if plan is None:
+            parts = _parts(self)
+            if parts is None:
+                raise TypeError(f"{type(self).__name__} rule defines neither parts() nor propagate()")
+            groups: dict = {}  # (term input, sign) -> [(part index, view)]: one transposed product each
+            for k, p in enumerate(parts):
+                if p.coef != 0:
+                    for t in p.terms:
+                        groups.setdefault((t.input, t.sign), []).append((k, t.view))
+            plan = _Plan(parts, [k for k, p in enumerate(parts) if p.coef != 0],
+                         [p.terms == _PLAIN and p.bias == "w" for p in parts], groups)
+            object.__setattr__(self, "_plan_cache", plan)  # rules are immutable value objects
+        return plan
+
     def propagate(self, lmap: LinearMap, x: torch.Tensor, relevance: torch.Tensor) -> LayerRelevance:
         """Map upper relevance ``R_j`` (shaped like the output) to ``R_i`` (shaped like ``x``) and ``R_b`` (n,)."""
-        parts = _parts(self)
-        if parts is None:
-            raise TypeError(f"{type(self).__name__} rule defines neither parts() nor propagate()")
+        parts, live, plain, groups = self._plan()
         inputs = {}
 
         def term_input(name):
@@ -504,46 +544,52 @@ class Rule:
 
         units = [self._unit(p, lmap, term_input) for p in parts]
         # a complement is z_j minus the other parts' denominators: only when all are in the units of z_j
-        same = all(u is lmap.unit_for("w") for u in units)
-        complement = [p.complement and p.coef != 0 and same for p in parts]
+        complement = [p.complement and p.coef != 0 for p in parts]
+        if any(complement) and any(u is not lmap.unit_for("w") for u in units):
+            complement = [False] * len(parts)
         dens, owned = {}, {}
         for k, p in enumerate(parts):
             if not complement[k] and (p.coef != 0 or (not p.complement and any(complement))):
-                dens[k], owned[k] = self._denominator(p, lmap, x, term_input)
-        rest = None  # z_j minus the explicit parts' denominators
-        for k, p in enumerate(parts):
+                dens[k], owned[k] = (lmap.output(x), False) if plain[k] else \
+                    (self._denominator(p, lmap, x, term_input), True)
+        # the scaled relevances of several parts may go into one buffer of the map (one transposed product)
+        buffers = lmap.scale_buffers(len(live), relevance) if len(live) > 1 else None
+        slot = dict(zip(live, buffers)) if buffers else {}
+        for k in live:
             if complement[k]:
-                if rest is None:
-                    rest = lmap.output(x)
-                    for j in list(dens):
-                        rest = rest - dens[j]
-                    dens[k], owned[k] = rest, bool(dens)
+                z = lmap.output(x)
+                explicit = [dens[j] for j in dens]
+                if len(explicit) == 1 and k in slot and slot[k].shape == z.shape == explicit[0].shape:
+                    dens[k] = torch.sub(z, explicit[0], out=slot[k])
                 else:
-                    dens[k], owned[k] = rest.clone(), True
-        scaled = []
-        for k, p in enumerate(parts):
-            if p.coef == 0:
-                continue
-            den = dens[k]
-            out = den if owned[k] and den.shape == torch.broadcast_shapes(den.shape, relevance.shape) else None
-            scaled.append((p, self.scale(relevance, den, unit=units[k], out=out)))
-        groups: dict = {}
-        for p, s in scaled:
-            for t in p.terms:
-                if term_input(t.input) is not None:
-                    groups.setdefault((t.input, t.sign), []).append((s, t.view, p.coef))
+                    dens[k] = z - sum(explicit) if explicit else z
+                owned[k] = bool(explicit)
+        shape = relevance.shape
+        scaled = {}
+        for k in live:
+            den, buf = dens[k], slot.get(k)
+            # an owned denominator is scratch: s goes into the map's buffer, or into the denominator itself
+            out = (buf if buf is not None else den if _holds(den.shape, shape) else None) if owned[k] else None
+            s = self.scale(relevance, den, unit=units[k], out=out)
+            if buf is not None and s is not buf:
+                s = buf.copy_(s)
+            scaled[k] = s
         r_in = None
-        for (name, sign), pairs in groups.items():
-            g = lmap.backward_many(pairs)
+        for (name, sign), terms in groups.items():
+            a = term_input(name)
+            if a is None:
+                continue
+            g = lmap.backward_many([(scaled[k], view, parts[k].coef) for k, view in terms])
             if name != "1":
-                g.mul_(term_input(name))
+                g.mul_(a)
             r_in = _accumulate(r_in, g, sign)
         if r_in is None:
             r_in = torch.zeros_like(x)
         r_bias = None
-        for p, s in scaled:
+        for k in live:
+            p = parts[k]
             if p.bias is not None:
-                rb = lmap.bias_relevance(s, p.bias)
+                rb = lmap.bias_relevance(scaled[k], p.bias)
                 if p.coef != 1:
                     rb.mul_(p.coef)
                 r_bias = rb if r_bias is None else r_bias.add_(rb)
@@ -573,9 +619,7 @@ class Rule:
         return units[0] if units else lmap.unit_for("w")
 
     def _denominator(self, part, lmap, x, term_input):
-        """``(z^p, owned)``: the part's denominator, and whether it is a fresh tensor."""
-        if part.terms == _PLAIN and part.bias == "w":
-            return lmap.output(x), False  # the layer's own output: reused, not overwritten
+        """The part's denominator as a fresh tensor."""
         den = None
         bias_done = part.bias is None
         for t in part.terms:
@@ -593,7 +637,7 @@ class Rule:
                 den = b.reshape(1, *b.shape).clone() if den is None else _accumulate(den, b)
         if den is None:
             den = lmap.forward(torch.zeros_like(x[:1]))
-        return den, True
+        return den
 
 
 @dataclass(frozen=True)
@@ -663,9 +707,10 @@ class Epsilon(Rule):
 
     def scale(self, relevance, den, unit=None, out=None):
         if self.epsilon == 0:
-            return safe_divide(relevance, den, out=out)
+            return safe_divide(relevance, den, out=out, overwrite=out is not None)
         s = self.stabilise(den, unit)  # |z + eps sign z| >= eps: no zero denominators
-        return safe_divide(relevance, s, out=s if s.shape == relevance.shape else out, nonzero=True)
+        return safe_divide(relevance, s, out=out if out is not None else s if s.shape == relevance.shape else None,
+                           nonzero=True)
 
 
 @dataclass(frozen=True)

@@ -464,13 +464,16 @@ def test_new_rule_validation_and_names():
 
 # -- one division, one arithmetic ---------------------------------------------------------------
 def test_safe_divide_semantics():
-    """0/0 := 0 (thesis), x/0 := 0 for finite x, NaN stays NaN, everything else is IEEE."""
+    """0/0 := 0 (thesis), x/0 := 0 for finite x (a subnormal den counts as 0), NaN stays NaN, else IEEE."""
     nan, inf = float("nan"), float("inf")
-    num = torch.tensor([0.0, 3.0, -2.0, nan, nan, inf, 6.0, 1.0, 1e300], dtype=T)
-    den = torch.tensor([0.0, 0.0, -0.0, 0.0, 2.0, 0.0, 3.0, inf, 1e-300], dtype=T)
+    num = torch.tensor([0.0, 3.0, -2.0, nan, nan, inf, 6.0, 1.0, 1e300, 1.0, 2.0], dtype=T)
+    den = torch.tensor([0.0, 0.0, -0.0, 0.0, 2.0, 0.0, 3.0, inf, 1e-300, 1e-320, nan], dtype=T)
     got = safe_divide(num, den)
-    expected = [0.0, 0.0, 0.0, nan, nan, nan, 2.0, 0.0, inf]
+    expected = [0.0, 0.0, 0.0, nan, nan, nan, 2.0, 0.0, inf, 0.0, nan]
     np.testing.assert_array_equal(got.numpy(), expected)
+    x = torch.tensor(np.random.RandomState(0).randn(1000), dtype=T)
+    y = torch.tensor(np.random.RandomState(1).randn(1000), dtype=T)
+    np.testing.assert_allclose(safe_divide(x, y).numpy(), (x / y).numpy(), rtol=4e-16, atol=0)
     buf = den.clone()
     out = safe_divide(num, buf, out=buf)  # in place into the denominator's buffer
     assert out is buf

@@ -133,6 +133,14 @@ class LayerMap(LinearMap):
     def backward(self, s, view="w"):
         return self._transpose(s, self._w(view))
 
+    def scale_buffers(self, k, like):
+        """Views ``[:, p]`` of one ``(n, k, *like.shape[1:])`` buffer: stacked along the output units as
+        :meth:`backward_many` needs them (ungrouped layers; grouped convolutions stack by copying)."""
+        if self.groups != 1:
+            return None
+        self._buffer = like.new_empty((like.shape[0], k, *like.shape[1:]))
+        return [self._buffer[:, p] for p in range(k)]
+
     def backward_many(self, pairs):
         """One transposed product for all pairs: the ``s_k`` and ``c_k f_k(W)`` stacked along the output
         units (per group for grouped convolutions, so that unit ``(g, k, j)`` is unit ``j`` of group ``g``
@@ -146,7 +154,13 @@ class LayerMap(LinearMap):
         if key not in self._views:
             self._views[key] = torch.stack([self._w(view).unflatten(0, (g, -1)) * coef for _, view, coef in pairs],
                                            dim=1).flatten(0, 2)
-        s = torch.stack([p[0].unflatten(1, (g, -1)) for p in pairs], dim=2).flatten(1, 3)
+        buf = getattr(self, "_buffer", None)
+        if buf is not None and buf.shape[1] == len(pairs) and all(
+                s.data_ptr() == buf[:, p].data_ptr() and s.shape == buf.shape[:1] + buf.shape[2:]
+                for p, (s, _, _) in enumerate(pairs)):
+            s = buf.flatten(1, 2)  # the scaled relevances already lie stacked: no copy
+        else:
+            s = torch.stack([p[0].unflatten(1, (g, -1)) for p in pairs], dim=2).flatten(1, 3)
         return self._transpose(s, self._views[key])
 
     def bias_relevance(self, s, view):
