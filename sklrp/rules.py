@@ -87,7 +87,7 @@ __all__ = [
 
 # ----------------------------------------------------------------------------- division and views
 def safe_divide(num: torch.Tensor, den: torch.Tensor, out: torch.Tensor | None = None, *,
-                nonzero: bool = False, overwrite: bool = False) -> torch.Tensor:
+                nonzero: bool = False, overwrite: bool = False, factor: float = 1.0) -> torch.Tensor:
     """``num / den`` with a zero quotient wherever ``den == 0``: the one division of all rules.
 
     * ``0 / 0 := 0``: the thesis' convention (a unit with ``z_j = 0`` or an empty
@@ -106,6 +106,7 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor, out: torch.Tensor | None =
     division. On CPUs boolean tensors, ``where`` and ``masked_fill`` run several times
     slower than arithmetic. ``out`` may be ``den`` itself (when it has the broadcast
     shape); ``overwrite=True`` allows ``den`` to be used as scratch (no temporary).
+    ``factor`` multiplies the quotient in the same pass (``num * (factor / den)``).
     ``nonzero=True`` is the caller's guarantee that no denominator is zero or subnormal
     (the epsilon rule's ``|z_j + eps sign z_j| >= eps``): the plain division then gives
     the same zeros and NaNs.
@@ -118,8 +119,12 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor, out: torch.Tensor | None =
     tensor([0.5000, 0.0000, 0.0000,    nan])
     """
     if nonzero:
-        return torch.div(num, den, out=out)
-    inv = den.reciprocal_() if out is den or overwrite else torch.reciprocal(den)
+        q = torch.div(num, den, out=out)
+        return q if factor == 1 else q.mul_(factor)
+    if factor == 1:
+        inv = den.reciprocal_() if out is den or overwrite else torch.reciprocal(den)
+    else:
+        inv = torch.div(_constant(float(factor), den), den, out=den if out is den or overwrite else None)
     inv.nan_to_num_(nan=float("nan"), posinf=0.0, neginf=0.0)  # 1/0 := 0; NaN stays
     return inv.mul_(num) if out is den else torch.mul(num, inv, out=out)
 
@@ -234,6 +239,8 @@ class LinearMap:
     own_inputs: ClassVar[bool] = True
     #: the map serves only rules described by parts (e.g. because of ``unit``)
     requires_parts: ClassVar[bool] = False
+    #: :meth:`unit_for` may differ between weight views (else every view is in ``unit``)
+    per_view_units: ClassVar[bool] = False
 
     @classmethod
     def supports(cls, view=None, term_input=None) -> bool:
@@ -274,6 +281,16 @@ class LinearMap:
             if coef != 1:
                 g.mul_(coef)
             out = g if out is None else out.add_(g)
+        return out
+
+    def bias_relevance_many(self, pairs) -> torch.Tensor:
+        """``sum_k c_k sum_j g_k(b)_j s_kj`` per sample for ``pairs`` of ``(s_k, view_k, c_k)``."""
+        out = None
+        for s, view, coef in pairs:
+            rb = self.bias_relevance(s, view)
+            if coef != 1:
+                rb.mul_(coef)
+            out = rb if out is None else out.add_(rb)
         return out
 
     def bias_relevance(self, s: torch.Tensor, view) -> torch.Tensor:
@@ -405,9 +422,12 @@ _PLAIN = (Term("x", "w"),)
 
 class _Plan(NamedTuple):
     parts: tuple
-    live: list
-    plain: list
-    groups: dict
+    live: tuple  # parts with a non-zero coefficient
+    explicit: tuple  # parts whose denominator is computed from their terms
+    complements: tuple  # live parts whose denominator is z_j minus the explicit ones'
+    plain: tuple  # per part: the plain contributions x_i w_ij and b_j (denominator: the map's output)
+    groups: tuple  # ((term input, sign), [(part, view, coefficient)]) for the transposed products
+    biased: tuple  # (part, bias view, coefficient) of the live parts with a bias (coefficients are in s)
 
 
 def _parts(rule):
@@ -522,19 +542,22 @@ class Rule:
             parts = _parts(self)
             if parts is None:
                 raise TypeError(f"{type(self).__name__} rule defines neither parts() nor propagate()")
-            groups: dict = {}  # (term input, sign) -> [(part index, view)]: one transposed product each
-            for k, p in enumerate(parts):
-                if p.coef != 0:
-                    for t in p.terms:
-                        groups.setdefault((t.input, t.sign), []).append((k, t.view))
-            plan = _Plan(parts, [k for k, p in enumerate(parts) if p.coef != 0],
-                         [p.terms == _PLAIN and p.bias == "w" for p in parts], groups)
+            live = tuple(k for k, p in enumerate(parts) if p.coef != 0)
+            complements = tuple(k for k in live if parts[k].complement)
+            explicit = tuple(k for k, p in enumerate(parts) if not p.complement and (p.coef != 0 or complements))
+            groups: dict = {}  # (term input, sign) -> [(part index, view, coefficient)]: one transposed product each
+            for k in live:
+                for t in parts[k].terms:
+                    groups.setdefault((t.input, t.sign), []).append((k, t.view, parts[k].coef))
+            plan = _Plan(parts, live, explicit, complements, tuple(p.terms == _PLAIN and p.bias == "w" for p in parts),
+                         tuple(groups.items()), tuple((k, parts[k].bias, parts[k].coef) for k in live
+                                                      if parts[k].bias is not None))
             object.__setattr__(self, "_plan_cache", plan)  # rules are immutable value objects
         return plan
 
     def propagate(self, lmap: LinearMap, x: torch.Tensor, relevance: torch.Tensor) -> LayerRelevance:
         """Map upper relevance ``R_j`` (shaped like the output) to ``R_i`` (shaped like ``x``) and ``R_b`` (n,)."""
-        parts, live, plain, groups = self._plan()
+        parts, live, explicit, complements, plain, groups, biased = self._plan()
         inputs = {}
 
         def term_input(name):
@@ -542,58 +565,62 @@ class Rule:
                 inputs[name] = self._input(name, lmap, x)
             return inputs[name]
 
-        units = [self._unit(p, lmap, term_input) for p in parts]
-        # a complement is z_j minus the other parts' denominators: only when all are in the units of z_j
-        complement = [p.complement and p.coef != 0 for p in parts]
-        if any(complement) and any(u is not lmap.unit_for("w") for u in units):
-            complement = [False] * len(parts)
+        if lmap.per_view_units:
+            units = [self._unit(p, lmap, term_input) for p in parts]
+            if complements and any(u is not lmap.unit_for("w") for u in units):
+                # a complement is z_j minus the other parts' denominators: only when all share z_j's units
+                explicit, complements = tuple(k for k, p in enumerate(parts) if p.coef != 0), ()
+        else:
+            units = [lmap.unit] * len(parts)
         dens, owned = {}, {}
-        for k, p in enumerate(parts):
-            if not complement[k] and (p.coef != 0 or (not p.complement and any(complement))):
-                dens[k], owned[k] = (lmap.output(x), False) if plain[k] else \
-                    (self._denominator(p, lmap, x, term_input), True)
+        for k in explicit:
+            dens[k], owned[k] = (lmap.output(x), False) if plain[k] else \
+                (self._denominator(parts[k], lmap, x, term_input), True)
         # the scaled relevances of several parts may go into one buffer of the map (one transposed product)
         buffers = lmap.scale_buffers(len(live), relevance) if len(live) > 1 else None
         slot = dict(zip(live, buffers)) if buffers else {}
-        for k in live:
-            if complement[k]:
-                z = lmap.output(x)
-                explicit = [dens[j] for j in dens]
-                if len(explicit) == 1 and k in slot and slot[k].shape == z.shape == explicit[0].shape:
-                    dens[k] = torch.sub(z, explicit[0], out=slot[k])
-                else:
-                    dens[k] = z - sum(explicit) if explicit else z
-                owned[k] = bool(explicit)
+        for k in complements:
+            z = lmap.output(x)
+            others = list(dens.values())
+            if len(others) == 1 and k in slot and slot[k].shape == z.shape == others[0].shape:
+                dens[k] = torch.sub(z, others[0], out=slot[k])
+            else:
+                dens[k] = z - sum(others) if others else z
+            owned[k] = bool(others)
         shape = relevance.shape
         scaled = {}
         for k in live:
             den, buf = dens[k], slot.get(k)
             # an owned denominator is scratch: s goes into the map's buffer, or into the denominator itself
             out = (buf if buf is not None else den if _holds(den.shape, shape) else None) if owned[k] else None
-            s = self.scale(relevance, den, unit=units[k], out=out)
+            s = self._scaled(relevance, den, units[k], out, parts[k].coef)
             if buf is not None and s is not buf:
                 s = buf.copy_(s)
             scaled[k] = s
         r_in = None
-        for (name, sign), terms in groups.items():
+        for (name, sign), terms in groups:
             a = term_input(name)
             if a is None:
                 continue
-            g = lmap.backward_many([(scaled[k], view, parts[k].coef) for k, view in terms])
+            g = lmap.backward_many([(scaled[k], view, 1.0) for k, view, _ in terms])
             if name != "1":
                 g.mul_(a)
             r_in = _accumulate(r_in, g, sign)
         if r_in is None:
             r_in = torch.zeros_like(x)
-        r_bias = None
-        for k in live:
-            p = parts[k]
-            if p.bias is not None:
-                rb = lmap.bias_relevance(scaled[k], p.bias)
-                if p.coef != 1:
-                    rb.mul_(p.coef)
-                r_bias = rb if r_bias is None else r_bias.add_(rb)
-        return LayerRelevance(r_in, x.new_zeros(x.shape[0]) if r_bias is None else r_bias)
+        if biased:
+            r_bias = lmap.bias_relevance_many([(scaled[k], view, 1.0) for k, view, _ in biased])
+        else:
+            r_bias = x.new_zeros(x.shape[0])
+        return LayerRelevance(r_in, r_bias)
+
+    def _scaled(self, relevance, den, unit, out, coef):
+        """``coef * scale(R, den)``: the part's coefficient folded into the division where the rule keeps the
+        default :meth:`scale` (one pass instead of two)."""
+        if coef != 1 and type(self).scale is Rule.scale:
+            return safe_divide(relevance, den, out=out, overwrite=out is not None, factor=coef)
+        s = self.scale(relevance, den, unit=unit, out=out)
+        return s if coef == 1 else s.mul_(coef)
 
     def _input(self, name, lmap, x):
         """A term input: None for a part of the input that vanishes (``x-`` of a non-negative ``x``)."""

@@ -60,6 +60,7 @@ class PooledMap(LinearMap):
     signed_views_only = True
     own_inputs = False
     requires_parts = True
+    per_view_units = True
 
     def __init__(self, zfn, n_desc, top_pos, top_neg, bag_of_dim, members, factor=None, chunk=4096):
         self.zfn, self.n_desc, self.chunk = zfn, n_desc, chunk

@@ -79,10 +79,20 @@ class LayerMap(LinearMap):
         self.weight, self.bias = module.weight, module.bias
         self._x, self._out, self._mixed = x, out, mixed
         self._views: dict = {}
+        self._buffer = None
 
     def _w(self, view):
         if view not in self._views:
-            self._views[view] = _view(self.weight, view)
+            if view == "pos" or view == "neg":  # both sign parts with two clamps into one buffer
+                g = self.groups
+                w = self.weight.unflatten(0, (g, -1))
+                both = w.new_empty((g, 2, *w.shape[1:]))
+                torch.clamp(w, min=0, out=both[:, 0])
+                torch.clamp(w, max=0, out=both[:, 1])
+                self._views["pos"], self._views["neg"] = both[:, 0].flatten(0, 1), both[:, 1].flatten(0, 1)
+                self._views["both"] = both
+            else:
+                self._views[view] = _view(self.weight, view)
         return self._views[view]
 
     def _b(self, view):
@@ -139,7 +149,8 @@ class LayerMap(LinearMap):
         if self.groups != 1:
             return None
         self._buffer = like.new_empty((like.shape[0], k, *like.shape[1:]))
-        return [self._buffer[:, p] for p in range(k)]
+        self._buffer_views = [self._buffer[:, p] for p in range(k)]
+        return self._buffer_views
 
     def backward_many(self, pairs):
         """One transposed product for all pairs: the ``s_k`` and ``c_k f_k(W)`` stacked along the output
@@ -152,16 +163,37 @@ class LayerMap(LinearMap):
         g = self.groups
         key = tuple((view, coef) for _, view, coef in pairs)
         if key not in self._views:
-            self._views[key] = torch.stack([self._w(view).unflatten(0, (g, -1)) * coef for _, view, coef in pairs],
-                                           dim=1).flatten(0, 2)
-        buf = getattr(self, "_buffer", None)
-        if buf is not None and buf.shape[1] == len(pairs) and all(
-                s.data_ptr() == buf[:, p].data_ptr() and s.shape == buf.shape[:1] + buf.shape[2:]
-                for p, (s, _, _) in enumerate(pairs)):
-            s = buf.flatten(1, 2)  # the scaled relevances already lie stacked: no copy
-        else:
-            s = torch.stack([p[0].unflatten(1, (g, -1)) for p in pairs], dim=2).flatten(1, 3)
+            views = [view for _, view, _ in pairs]
+            coefs = [coef for _, _, coef in pairs]
+            if views in (["pos", "neg"], ["neg", "pos"]) and coefs == [1.0, 1.0]:  # the sign parts' buffer
+                self._w("pos")
+                stacked = self._views["both"] if views[0] == "pos" else self._views["both"].flip(1)
+            else:
+                stacked = torch.stack([self._w(v).unflatten(0, (g, -1)) * c for v, c in zip(views, coefs)], dim=1)
+            self._views[key] = stacked.flatten(0, 2)
+        buf = self._stacked(pairs)
+        s = buf.flatten(1, 2) if buf is not None else \
+            torch.stack([p[0].unflatten(1, (g, -1)) for p in pairs], dim=2).flatten(1, 3)
         return self._transpose(s, self._views[key])
+
+    def _stacked(self, pairs):
+        """The buffer of :meth:`scale_buffers` when the pairs' relevances are its slices in order, else None."""
+        buf = self._buffer
+        if buf is None or buf.shape[1] != len(pairs):
+            return None
+        views = self._buffer_views
+        return buf if all(p[0] is v for p, v in zip(pairs, views)) else None
+
+    def bias_relevance_many(self, pairs):
+        buf = self._stacked(pairs) if self.bias is not None else None
+        if buf is None:
+            return super().bias_relevance_many(pairs)
+        sums = buf.flatten(3).sum(dim=3) if buf.ndim > 3 else buf  # (n, k, K): one reduction for all parts
+        key = ("bias",) + tuple((view, coef) for _, view, coef in pairs)
+        if key not in self._views:
+            self._views[key] = torch.stack([self._b(view) if coef == 1 else self._b(view) * coef
+                                            for _, view, coef in pairs])
+        return (sums * self._views[key]).sum(dim=(1, 2))
 
     def bias_relevance(self, s, view):
         if self.bias is None or view is None:
