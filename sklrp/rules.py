@@ -275,23 +275,11 @@ class LinearMap:
 
     def backward_many(self, pairs) -> torch.Tensor:
         """``sum_k c_k s_k @ f_k(W).T`` for ``pairs`` of ``(s_k, view_k, c_k)``, a new tensor."""
-        out = None
-        for s, view, coef in pairs:
-            g = self.backward(s, view)
-            if coef != 1:
-                g.mul_(coef)
-            out = g if out is None else out.add_(g)
-        return out
+        return _weighted_sum(self.backward, pairs)
 
     def bias_relevance_many(self, pairs) -> torch.Tensor:
         """``sum_k c_k sum_j g_k(b)_j s_kj`` per sample for ``pairs`` of ``(s_k, view_k, c_k)``."""
-        out = None
-        for s, view, coef in pairs:
-            rb = self.bias_relevance(s, view)
-            if coef != 1:
-                rb.mul_(coef)
-            out = rb if out is None else out.add_(rb)
-        return out
+        return _weighted_sum(self.bias_relevance, pairs)
 
     def bias_relevance(self, s: torch.Tensor, view) -> torch.Tensor:
         """``sum_j g(b)_j s_j`` per sample (Eq. (2.16)), shape ``(n,)``."""
@@ -305,6 +293,17 @@ class LinearMap:
     def input_has_negatives(self, x: torch.Tensor) -> bool:
         """Whether ``x`` has negative entries (asked only by rules that split the input by sign)."""
         return x.numel() > 0 and bool(x.amin() < 0)
+
+
+def _weighted_sum(fn, pairs):
+    """``sum_k c_k fn(s_k, view_k)``, accumulated in the first (fresh) result."""
+    out = None
+    for s, view, coef in pairs:
+        t = fn(s, view)
+        if coef != 1:
+            t.mul_(coef)
+        out = t if out is None else out.add_(t)
+    return out
 
 
 class DenseMap(LinearMap):

@@ -270,7 +270,13 @@ def test_mlp_rules_match_loop_reference(rule, act):
     Composite(Epsilon(0.01), conv_rule=AlphaBeta(2.0, -1.0), flat_depth=1),
     Composite(Epsilon(0.01), conv_rule=AlphaBeta(2.0, -1.0), flat_depth=2),
     Composite(WSquare()),
-], ids=["z", "eps+a2b1", "eps+zplus+zb", "flat1", "flat2", "wsquare"])
+    # beyond Table 2.1: gamma, the magnitude rule of Eq. (2.7), zB with bounds shaped like one image (C, H, W)
+    # or per channel (C, 1, 1)
+    Composite(Epsilon(0.01), conv_rule=Gamma(0.25)),
+    Composite(AbsZ()),
+    Composite(Epsilon(0.01), conv_rule=ZPlus(), input_rule=ZBox(np.full((2, 8, 8), -3.0), np.full((2, 8, 8), 2.5))),
+    Composite(Epsilon(0.01), conv_rule=AlphaBeta(2.0, -1.0), input_rule=ZBox([[[-3.0]], [[-2.0]]], [[[2.0]], [[3.5]]])),
+], ids=["z", "eps+a2b1", "eps+zplus+zb", "flat1", "flat2", "wsquare", "gamma", "absz", "zbox-CHW", "zbox-per-channel"])
 def test_cnn_composites_match_loop_reference(comp):
     """Stride, padding, dilation, groups, max/adaptive-avg pooling, flat depth (Sections 5.4.1-5.4.2)."""
     net = cnn()
@@ -762,23 +768,6 @@ def test_cuda_paths_equal_cpu_in_float64():
 
 
 # ----------------------------------------------------------------------------- rules beyond Table 2.1, receptive fields
-@pytest.mark.parametrize("comp", [
-    Composite(Epsilon(0.01), conv_rule=Gamma(0.25)),
-    Composite(AbsZ()),
-    Composite(Epsilon(0.01), conv_rule=ZPlus(), input_rule=ZBox(np.full((2, 8, 8), -3.0), np.full((2, 8, 8), 2.5))),
-    Composite(Epsilon(0.01), conv_rule=AlphaBeta(2.0, -1.0), input_rule=ZBox([[[-3.0]], [[-2.0]]], [[[2.0]], [[3.5]]])),
-], ids=["gamma", "absz", "zbox-CHW", "zbox-per-channel"])
-def test_cnn_new_rules_match_loop_reference(comp):
-    """Gamma, the magnitude rule of Eq. (2.7) and zB with bounds shaped like one image (C, H, W) or per
-    channel (C, 1, 1), on convolutions with stride, padding, dilation and groups."""
-    net = cnn()
-    x = torch.randn(3, 2, 8, 8, dtype=D)
-    res = lrp(net, x, comp)
-    ref_r, ref_b = ref_lrp(net, x, comp, one_hot_pred(net, x))
-    np.testing.assert_allclose(res.relevance.numpy(), ref_r, rtol=1e-8, atol=1e-11)
-    np.testing.assert_allclose(res.bias.numpy(), ref_b, rtol=1e-8, atol=1e-11)
-
-
 def test_zbox_with_per_feature_bounds_in_the_input_layer():
     net = mlp()
     x = torch.rand(4, 5, dtype=D) * 2 - 1

@@ -96,43 +96,47 @@ def ref_alphabeta(x, w, b, r, alpha, beta):
     return out, rb
 
 
-def ref_flat(x, conn, r):
-    """Eq. (2.27): z_ij = 1 for every input i connected to j (``conn[i, j]``), whatever its weight."""
-    n, I = x.shape
-    J = conn.shape[1]
+def ref_shares(v, r):
+    """R_i = sum_j v_ij / sum_i' v_i'j R_j for contributions v of shape (n, I, J); a zero column passes nothing."""
+    n, I, J = v.shape
     out = np.zeros((n, I))
     for s in range(n):
         for j in range(J):
-            fan = sum(1 for i in range(I) if conn[i, j])
+            den = sum(v[s, i, j] for i in range(I))
             for i in range(I):
-                if conn[i, j]:
-                    out[s, i] += r[s, j] / fan  # Eq. (2.27)
+                out[s, i] += v[s, i, j] / den * r[s, j] if den != 0 else 0.0
     return out
+
+
+def ref_flat(x, conn, r):
+    """Eq. (2.27): z_ij = 1 for every input i connected to j (``conn[i, j]``), whatever its weight."""
+    return ref_shares(np.broadcast_to(np.asarray(conn, dtype=float), (x.shape[0], *conn.shape)), r)
 
 
 def ref_wsquare(x, w, r):
-    n, I = x.shape
-    J = w.shape[1]
-    out = np.zeros((n, I))
-    for s in range(n):
-        for j in range(J):
-            den = sum(w[i, j] ** 2 for i in range(I))
-            for i in range(I):
-                out[s, i] += w[i, j] ** 2 / den * r[s, j]  # Eq. (2.28)
-    return out
+    """Eq. (2.28): z_ij = w_ij^2."""
+    return ref_shares(np.broadcast_to(w ** 2, (x.shape[0], *w.shape)), r)
 
 
 def ref_zb(x, w, r, lo, hi):
-    n, I = x.shape
-    J = w.shape[1]
-    out = np.zeros((n, I))
+    """zB (Table 2.1): z_ij = x_i w_ij - l_i w+_ij - h_i w-_ij."""
+    n, (I, J) = x.shape[0], w.shape
+    v = np.zeros((n, I, J))
     for s in range(n):
-        for j in range(J):
-            z = [x[s, i] * w[i, j] - lo[i] * max(w[i, j], 0) - hi[i] * min(w[i, j], 0) for i in range(I)]
-            den = sum(z)
-            for i in range(I):
-                out[s, i] += z[i] / den * r[s, j]
-    return out
+        for i in range(I):
+            for j in range(J):
+                v[s, i, j] = x[s, i] * w[i, j] - lo[i] * max(w[i, j], 0) - hi[i] * min(w[i, j], 0)
+    return ref_shares(v, r)
+
+
+def ref_absz(x, w, r):
+    """Eq. (2.7): z_ij = |x_i w_ij|."""
+    return ref_shares(np.abs(x[:, :, None] * w[None]), r)
+
+
+def ref_gamma(x, w, b, r, gamma):
+    """Montavon et al. (2019), LRP-gamma: the z-rule with w + gamma w+ and b + gamma b+."""
+    return ref_z(x, w + gamma * np.maximum(w, 0), b + gamma * np.maximum(b, 0), r)
 
 
 # -- reference agreement ----------------------------------------------------------------
@@ -350,37 +354,6 @@ def test_float32_and_dtype_preserved():
 
 
 # -- rules beyond Table 2.1: gamma, zB with bounds of any sample shape, the magnitude rule of Eq. (2.7) ------
-def ref_gamma(x, w, b, r, gamma):
-    """Montavon et al. (2019), LRP-gamma: z_ij = x_i (w_ij + gamma w+_ij), bias b_j + gamma b+_j."""
-    n, I = x.shape
-    J = w.shape[1]
-    out, rb = np.zeros((n, I)), np.zeros(n)
-    for s in range(n):
-        for j in range(J):
-            zij = [x[s, i] * (w[i, j] + gamma * max(w[i, j], 0.0)) for i in range(I)]
-            bj = b[j] + gamma * max(b[j], 0.0)
-            zj = sum(zij) + bj
-            if zj == 0:
-                continue
-            for i in range(I):
-                out[s, i] += zij[i] / zj * r[s, j]
-            rb[s] += bj / zj * r[s, j]
-    return out, rb
-
-
-def ref_absz(x, w, r):
-    """Eq. (2.7): R_i = sum_j |x_i w_ij| / sum_i' |x_i' w_i'j| R_j."""
-    n, I = x.shape
-    J = w.shape[1]
-    out = np.zeros((n, I))
-    for s in range(n):
-        for j in range(J):
-            den = sum(abs(x[s, i] * w[i, j]) for i in range(I))
-            for i in range(I):
-                out[s, i] += abs(x[s, i] * w[i, j]) / den * r[s, j] if den else 0.0
-    return out
-
-
 @pytest.mark.parametrize("gamma", [0.0, 0.25, 2.0])
 @pytest.mark.parametrize("zero_unit", [False, True])
 def test_gamma_rule_matches_loop_reference(gamma, zero_unit):
