@@ -41,9 +41,9 @@ __all__ += ["aopc_score", "context_ratio", "make_aopc_scorer", "perturbation_cur
 
 # Submodules that are not needed to explain a model are loaded on first use (PEP 562), so that
 # ``import sklrp`` stays fast and ``sklrp.svm.Pair`` works whatever was imported before.
-_LAZY_SUBMODULES = ("bow", "cli", "kernels", "linear", "nn", "plotting", "svm")
+_LAZY_SUBMODULES = ("bow", "cli", "kernels", "linear", "nn", "plotting", "svm", "tabular")
 
-__all__ += ["bow", "kernels", "nn", "plotting"]
+__all__ += ["bow", "kernels", "nn", "plotting", "tabular"]
 
 
 def __getattr__(name):

@@ -565,7 +565,7 @@ def _load_builtin_propagators():
     _LOADED = True
     import importlib
 
-    for module in ("linear", "svm", "bow", "nn"):
+    for module in ("linear", "svm", "bow", "nn", "tabular"):
         try:
             importlib.import_module(f"sklrp.{module}")
         except ModuleNotFoundError as exc:

@@ -34,10 +34,11 @@ SUBMODULES = {
     "rules": "Epsilon",
     "spray": "SpRAy",
     "svm": "Pair",
+    "tabular": "ColumnTransformerPropagator",
 }
 
 # loaded on first use: ``import sklrp`` alone must not import them (it stays fast)
-LAZY = ("bow", "cli", "kernels", "linear", "nn", "plotting", "svm")
+LAZY = ("bow", "cli", "kernels", "linear", "nn", "plotting", "svm", "tabular")
 
 _PROBE = r"""
 import importlib, json, os, sys

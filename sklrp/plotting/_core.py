@@ -20,7 +20,7 @@ import numpy as np
 from matplotlib.colors import Colormap, LinearSegmentedColormap
 from matplotlib.figure import Figure
 
-from .evaluation.aopc import aopc_from_curves
+from ..evaluation.aopc import aopc_from_curves
 
 __all__ = [
     "COLDHOT",
