@@ -69,13 +69,17 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
     rule : str or sklrp.rules.Rule, default="epsilon"
         Rule for linear-type layers: ``"z"`` (Eq. (2.13)), ``"epsilon"`` (Eq. (2.22)),
         ``"alphabeta"`` (Eq. (2.26)), ``"zplus"``, ``"flat"`` (Eq. (2.27)),
-        ``"wsquare"`` (Eq. (2.28)), ``"zb"``, or a Rule instance.
+        ``"wsquare"`` (Eq. (2.28)), ``"zbox"`` (``"zb"``; bounded input, Table 2.1),
+        ``"gamma"`` (Montavon et al., 2019), ``"absz"`` (the magnitude rule of Eq. (2.7)),
+        or a Rule instance (:mod:`sklrp.rules`).
     epsilon : float, default=1e-2
         Stabiliser of the epsilon rule.
     alpha, beta : float, default=2.0, -1.0
         Alpha-beta parameters in the thesis' convention ``alpha + beta = 1``.
     low, high : float or array-like, default=0.0, 1.0
-        Input bounds of the ``"zb"`` rule.
+        Input bounds of the ``"zbox"`` rule: scalars, or shaped like one sample.
+    gamma : float, default=0.25
+        Weight of the positive parts in the ``"gamma"`` rule, ``z_ij = x_i (w_ij + gamma w+_ij)``.
     conv_rule, input_rule : str or Rule, default=None
         Rules for convolutional layers and for the input layer of torch networks
         (``sklrp.nn``); ``None`` uses ``rule``.
@@ -164,6 +168,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         beta=-1.0,
         low=0.0,
         high=1.0,
+        gamma=0.25,
         conv_rule=None,
         input_rule=None,
         flat_depth=None,
@@ -187,6 +192,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         self.beta = beta
         self.low = low
         self.high = high
+        self.gamma = gamma
         self.conv_rule = conv_rule
         self.input_rule = input_rule
         self.flat_depth = flat_depth
@@ -211,6 +217,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         "beta": [Real],
         "low": [Real, "array-like"],
         "high": [Real, "array-like"],
+        "gamma": [Interval(Real, 0, None, closed="left")],
         "conv_rule": [str, Rule, None],
         "input_rule": [str, Rule, None],
         "flat_depth": [Interval(Integral, 0, None, closed="left"), None],
@@ -231,7 +238,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
     # -- configuration ---------------------------------------------------------
     def _make_rule(self, rule):
         return make_rule(rule, epsilon=self.epsilon, alpha=self.alpha, beta=self.beta,
-                         low=self.low, high=self.high)
+                         low=self.low, high=self.high, gamma=self.gamma)
 
     def _config(self) -> RuleConfig:
         self._validate_params()
