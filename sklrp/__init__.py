@@ -39,6 +39,9 @@ from .evaluation import (  # noqa: E402
 __all__ += ["aopc_score", "context_ratio", "make_aopc_scorer", "perturbation_curve", "sensitivity_heatmap",
             "deconvolution_heatmap", "guided_backprop_heatmap"]
 
+# Dask input of explain / aopc_score / perturbation_curve (registers itself; imports no Dask)
+from . import dask  # noqa: E402, F401
+
 # Submodules that are not needed to explain a model are loaded on first use (PEP 562), so that
 # ``import sklrp`` stays fast and ``sklrp.svm.Pair`` works whatever was imported before.
 _LAZY_SUBMODULES = ("bow", "cli", "kernels", "linear", "nn", "plotting", "svm", "tabular")

@@ -22,6 +22,7 @@ SUBMODULES = {
     "bow": "DenseSIFT",
     "chain": "Chain",
     "cli": "audit",
+    "dask": "explain",
     "datasets": "make_clever_hans",
     "evaluation": "aopc_score",
     "explain": "LRPTransformer",
