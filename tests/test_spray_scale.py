@@ -377,6 +377,16 @@ def test_progress_bars_on_and_off(capsys):
     assert all(t >= 0 for t in est.timings_.values())
 
 
+@needs("faiss")
+def test_progress_bar_of_the_approximate_search(capsys):
+    # the nested bar is cleared when done (leave=False); its count is checked on the callback
+    # in test_approximate_search_is_reproducible_and_reports_progress
+    X, _ = planted(300, 2, seed=3)
+    SpRAy(pool_shape=None, knn="approximate", embedding=None, random_state=0, verbose=True).fit(X)
+    err = capsys.readouterr().err
+    assert "SpRAy neighbours" in err and "/300" in err and "7/7" in err
+
+
 def test_float32_maps_stay_float32_and_match_float64(maps3):
     X, _ = maps3
     kw = dict(pool_shape=None, embedding=None, random_state=0)
