@@ -172,15 +172,20 @@ def graph_recall(X, W, k, n_sample=1000, seed=123):
     return float(np.mean(found))
 
 
+def probes(args):
+    """SpRAy keyword for --knn-probes (SpRAy's default when not given)."""
+    return {} if args.knn_probes is None else {"knn_probes": args.knn_probes}
+
+
 def run_one(args):
     X, truth = make_maps(args.n, args.strategies, seed=args.seed)
     print(f"data: {args.n} planted maps (20x20, {args.strategies} strategies), {X.nbytes / 2**30:.2f} GB float32")
     print("load before:", uptime())
-    est = SpRAy(pool_shape=None, knn="approximate" if args.approx else "auto", knn_probes=args.knn_probes,
-                eigen_solver=args.eigen_solver, embedding=None if args.no_tsne else "tsne", n_jobs=args.jobs,
-                random_state=0, verbose=args.verbose)
+    est = SpRAy(pool_shape=None, knn="approximate" if args.approx else "auto", eigen_solver=args.eigen_solver,
+                embedding=None if args.no_tsne else "tsne", n_jobs=args.jobs, random_state=0, verbose=args.verbose,
+                **probes(args))
     rows, total, cpu_total, hwm = profiled_fit(est, X)
-    print(f"SpRAy fit: N={args.n} knn={est.knn_method_} knn_probes={args.knn_probes} eigen_solver={est.eigen_solver_} "
+    print(f"SpRAy fit: N={args.n} knn={est.knn_method_} knn_probes={est.knn_probes} eigen_solver={est.eigen_solver_} "
           f"embedding={est.embedding_method_} n_jobs={args.jobs} threads OMP={os.environ.get('OMP_NUM_THREADS')}")
     for step, dt, cpu, peak in rows:
         print(f"  {step:12s} {dt:9.2f} s wall {cpu:9.2f} s CPU   peak RSS {peak:6.2f} GB")
@@ -232,7 +237,7 @@ def agreement(sizes, args):
             ex = SpRAy(knn="exact", eigen_solver="arpack", clustering="kmeans", **common).fit(X)
             t_ex = time.perf_counter() - t
             t = time.perf_counter()
-            ap = SpRAy(knn="approximate", knn_probes=args.knn_probes, eigen_solver=args.eigen_solver, **common).fit(X)
+            ap = SpRAy(knn="approximate", eigen_solver=args.eigen_solver, **probes(args), **common).fit(X)
             t_ap = time.perf_counter() - t
             dl = np.abs(ex.eigenvalues_ - ap.eigenvalues_)
             both = ex.affinity_matrix_.multiply(ap.affinity_matrix_).nnz / ex.affinity_matrix_.nnz
@@ -275,7 +280,7 @@ def main():
     ap.add_argument("--approx", action="store_true", help='knn="approximate" (default knn="auto")')
     ap.add_argument("--no-tsne", action="store_true", help="skip the t-SNE step")
     ap.add_argument("--eigen-solver", default="auto", choices=["auto", "arpack", "amg"])
-    ap.add_argument("--knn-probes", type=int, default=32, help="SpRAy(knn_probes=...)")
+    ap.add_argument("--knn-probes", type=int, default=None, help="SpRAy(knn_probes=...); default: SpRAy's")
     ap.add_argument("--recall", action="store_true", help="share of exact neighbours found (1000 maps)")
     ap.add_argument("--save-graph", default=None, help="save the affinity graph (.npz) of the --n fit")
     ap.add_argument("--spectrum-only", default=None, help="time the spectrum step on a saved graph (.npz)")

@@ -63,7 +63,7 @@ def resolve_knn(knn, n_samples):
     return "exact"
 
 
-def kneighbors(feats, n_query, *, method, n_threads, n_probes=32, random_state=None, progress=None):
+def kneighbors(feats, n_query, *, method, n_threads, n_probes=64, random_state=None, progress=None):
     """The ``n_query`` nearest other samples of every sample, nearest first.
 
     Returns ``(dist, ind)`` of shape (n, n_query): Euclidean distances and indices; a sample is
