@@ -13,7 +13,7 @@ alpha-beta needs one more forward product and two transposed ones per convolutio
 (2.02x for this net), so no exact implementation of a2b1 can reach 1.5x.
 On CUDA it also times :class:`sklrp.nn.GraphedLRP` (the same explanation replayed from
 CUDA graphs) and the gradient recorded as a CUDA graph. Measured figures and what limits
-them: README, section "Performance".
+them: doc/benchmarks.rst.
 
 Usage::
 

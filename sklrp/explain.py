@@ -1,75 +1,32 @@
-"""``LRPTransformer``: the scikit-learn face of sklrp, and the ``Explanation`` it returns.
+"""``LRPTransformer``: the scikit-learn face of sklrp.
 
-``explain`` asks the registry for the propagator of every step of the wrapped model,
-runs the forward pass once per batch, and walks the steps backward handing relevance
-down (Algorithm 1). The numerical work runs in torch; inputs and outputs are numpy.
+``fit`` checks that every step of the wrapped model can be explained (before training
+anything), fits it unless it is frozen, and builds its :class:`~sklrp.chain.Chain`;
+``explain`` validates the input and hands it to the chain, which runs Algorithm 1 batch
+by batch. The numerical work runs in torch; inputs and outputs are numpy (pandas with
+``set_output(transform="pandas")``).
 """
 
 from __future__ import annotations
 
-import numbers
-from dataclasses import dataclass, field
+from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, MetaEstimatorMixin, TransformerMixin, clone
+from sklearn.base import BaseEstimator, MetaEstimatorMixin, OneToOneFeatureMixin, TransformerMixin, clone
 from sklearn.svm import LinearSVC
 from sklearn.utils import get_tags
-from sklearn.utils import assert_all_finite
+from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .propagators import RuleConfig, build_chain
-from .rules import make_rule
+from .chain import Chain
+from .explanation import Explanation
+from .propagators import RuleConfig, check_supported, input_adapter_for
+from .rules import Rule, make_rule
 
 __all__ = ["LRPTransformer", "Explanation"]
 
 _BIAS_MODES = ("keep", "uniform", "weighted")
-
-
-@dataclass
-class Explanation:
-    """Relevance of a batch of samples and the quantities needed to audit it.
-
-    Attributes
-    ----------
-    relevance : ndarray, same shape as X
-        Input relevance ``R_d`` (Eq. (2.12) at the input layer).
-    bias_relevance : ndarray of shape (n_samples,)
-        All relevance absorbed by bias terms along the whole chain (Eq. (2.16)),
-        after the ``bias`` redistribution mode (Eqs. (2.73)-(2.74)).
-    output : ndarray of shape (n_samples,)
-        The explained score ``f(x)`` (the target's decision value, sign-flipped for
-        the negative class of a binary model).
-    target : ndarray of shape (n_samples,)
-        The class label (classifiers) or output index (regressors) explained.
-    residual : ndarray of shape (n_samples,)
-        ``output - relevance.sum() - bias_relevance``: what epsilon stabilisers and
-        empty alpha-beta parts absorbed (Eq. (2.23)) plus, for Taylor decompositions,
-        the remainder of Eq. (2.75). Zero (to rounding) for exact decompositions.
-    root_point : ndarray or None
-        For Taylor decompositions (Eqs. (2.75)-(2.76)): the root point ``x~`` in the
-        input space of the explained model step, else None.
-    extras : dict
-        Further per-sample arrays a propagator reports (e.g. ``root_found``).
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> from sklearn.linear_model import LinearRegression
-    >>> import sklrp
-    >>> X = np.array([[1.0, 2.0], [3.0, 1.0], [0.0, 1.0]]); y = X @ [2.0, -1.0] + 0.5
-    >>> E = sklrp.LRPTransformer(LinearRegression()).fit(X, y).explain(X[:1])
-    >>> E.relevance.round(6), E.bias_relevance.round(6), E.output.round(6)
-    (array([[ 2., -2.]]), array([0.5]), array([0.5]))
-    """
-
-    relevance: np.ndarray
-    bias_relevance: np.ndarray
-    output: np.ndarray
-    target: np.ndarray
-    residual: np.ndarray
-    root_point: np.ndarray | None = None
-    extras: dict = field(default_factory=dict)
 
 
 def _resolve_device(device):
@@ -94,7 +51,7 @@ def _resolve_dtype(dtype, device):
     return table[dtype]
 
 
-class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
+class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin, BaseEstimator):
     """Explain a fitted model with Layer-wise Relevance Propagation.
 
     ``transform(X)`` returns the relevance of every input feature for the target
@@ -154,6 +111,8 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
         The fitted (or frozen) estimator that is explained.
     n_features_in_ : int
         Number of features seen in :meth:`fit`.
+    feature_names_in_ : ndarray of str
+        Column names of ``X`` in :meth:`fit`, when it had string column names.
     classes_ : ndarray
         The explained classifier's classes, when it has them.
 
@@ -218,16 +177,34 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
         self.root_tol = root_tol
         self.verbose = verbose
 
+    _parameter_constraints: dict = {
+        "estimator": [HasMethods(["fit"]), None],
+        "rule": [str, Rule],  # names are normalised and checked by sklrp.rules.make_rule
+        "epsilon": [Interval(Real, 0, None, closed="left")],
+        "alpha": [Real],  # alpha + beta = 1, alpha >= 1: checked by the AlphaBeta rule (Eq. (2.26))
+        "beta": [Real],
+        "low": [Real, "array-like"],
+        "high": [Real, "array-like"],
+        "conv_rule": [str, Rule, None],
+        "input_rule": [str, Rule, None],
+        "flat_depth": [Interval(Integral, 0, None, closed="left"), None],
+        "target": "no_validation",  # "predicted", "true", a label or labels: checked per call
+        "bias": [StrOptions(set(_BIAS_MODES))],
+        "device": [StrOptions({"auto", "cpu", "cuda"}), str, torch.device, None],
+        "dtype": [StrOptions({"float32", "float64"}), torch.dtype, type, None],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "n_root_candidates": [Interval(Integral, 1, None, closed="left")],
+        "root_tol": [Interval(Real, 0, None, closed="neither")],
+        "verbose": ["verbose"],
+    }
+
     # -- configuration ---------------------------------------------------------
     def _make_rule(self, rule):
         return make_rule(rule, epsilon=self.epsilon, alpha=self.alpha, beta=self.beta,
                          low=self.low, high=self.high)
 
     def _config(self) -> RuleConfig:
-        if self.bias not in _BIAS_MODES:
-            raise ValueError(f"bias must be one of {_BIAS_MODES}, got {self.bias!r}")
-        if not isinstance(self.batch_size, numbers.Integral) or self.batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        self._validate_params()
         device = _resolve_device(self.device)
         return RuleConfig(
             self._make_rule(self.rule), _resolve_dtype(self.dtype, device), device,
@@ -237,17 +214,34 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
             batch_size=self.batch_size, bias=self.bias,
         )
 
-    def _chain_accepts_nd(self):
-        return getattr(self.chain_[0][0] if self.chain_[0] else self.chain_[1], "accepts_nd", False)
+    def get_chain(self) -> Chain:
+        """The fitted model's :class:`~sklrp.chain.Chain` under the current parameters.
+
+        This is what :meth:`explain` runs; evaluation and the audit use it to score
+        (perturbed) inputs exactly as the explanation does. Parameters changed with
+        ``set_params`` after fitting take effect here.
+
+        Returns
+        -------
+        Chain
+        """
+        check_is_fitted(self, "chain_")
+        return self.chain_.with_config(self._config())
 
     # -- fitting ---------------------------------------------------------------
     def fit(self, X, y=None, **fit_params):
         """Fit the wrapped estimator (unless frozen) and prepare its propagators.
 
+        Every step is checked for a registered propagator first, so an unsupported model
+        is refused before it is trained.
+
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features)
-            Training data; also the reference set of Taylor decompositions.
+            Training data; also the reference set of Taylor decompositions. Raw documents
+            (a list of str) for a pipeline that starts with a text vectoriser; a
+            DataFrame with non-numeric columns for one that starts with a
+            ``ColumnTransformer``.
         y : array-like of shape (n_samples,), default=None
             Targets, passed to the estimator's ``fit``.
         **fit_params : dict
@@ -258,54 +252,51 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
         self : LRPTransformer
         """
         config = self._config()
-        from .bow import text  # raw documents: the vectoriser is handled in sklrp.bow.text
-
-        if text.is_text_pipeline(self.estimator):
-            return text.fit_text_explainer(self, X, y, **fit_params)
-        self.text_explainer_ = None
-        X = validate_data(self, X, reset=True, allow_nd=True, dtype=None)
         estimator = LinearSVC() if self.estimator is None else self.estimator
+        check_supported(estimator)  # before anything is trained
+        adapter = input_adapter_for(estimator)
+        raw = adapter is not None
+        if raw:
+            # documents or mixed-type frames: the input adapter validates them; only record names/counts
+            X = adapter.check_raw(X)
+            validate_data(self, X, reset=True, skip_check_array=True)
+        else:
+            X = validate_data(self, X, reset=True, allow_nd=True, dtype=None)
         self.estimator_ = clone(estimator).fit(X, y, **fit_params)
-        body, head = build_chain(self.estimator_)
-        self.chain_ = (body, head)
-        if hasattr(head, "prepare"):
-            x = config.tensor(np.asarray(X, dtype=float))
-            for prop in body:
-                x = prop.forward(x, config)
-            head.prepare(x, y, config)
-        classes = getattr(head.step, "classes_", None)
-        if classes is not None:
-            self.classes_ = classes
+        inner_n = getattr(self.estimator_, "n_features_in_", None)
+        if not raw and inner_n is not None and X.ndim == 2 and inner_n != X.shape[1]:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but the explained {type(estimator).__name__} was fitted on {inner_n}; "
+                "pass data with the model's features."
+            )
+        chain = Chain(self.estimator_, config)
+        if raw:
+            X = chain.adapter.check_input(X)
+        elif X.ndim > 2 and not chain.accepts_nd:
+            raise ValueError(f"{type(self.estimator_).__name__} expects 2-D input (n_samples, n_features); got X "
+                             f"with shape {X.shape}")
+        chain.prepare(X if raw else np.asarray(X, dtype=float), y)
+        self.chain_ = chain
+        if chain.classes is not None:
+            self.classes_ = chain.classes
         return self
 
     # -- explaining ------------------------------------------------------------
-    def _validate_X(self, X):
-        check_is_fitted(self, "chain_")
-        # Finiteness is checked per batch in explain(), while the batch is in cache: a separate
-        # pass over X would cost as much as a linear model's whole decision function.
-        X = validate_data(self, X, reset=False, allow_nd=True, dtype=np.float64, ensure_all_finite=False)
-        if X.ndim > 2 and not self._chain_accepts_nd():
+    def _validate_X(self, X, chain):
+        if chain.adapter is not None:
+            validate_data(self, X, reset=False, skip_check_array=True)
+            return chain.adapter.check_input(X)
+        # Finiteness is checked per batch by the chain, while the batch is in cache: a separate
+        # pass over X would cost as much as a linear model's whole decision function. float32 stays
+        # float32 (batches are converted one at a time): memory is the output plus one batch.
+        X = validate_data(self, X, reset=False, allow_nd=True, dtype=[np.float64, np.float32],
+                          ensure_all_finite=False)
+        if X.ndim > 2 and not chain.accepts_nd:
             raise ValueError(
                 f"{type(self.estimator_).__name__} expects 2-D input (n_samples, n_features); got X with "
                 f"shape {X.shape}"
             )
         return X
-
-    @staticmethod
-    def _target_array(target, y, n):
-        """Labels for all samples, or None when they depend on the scores ("predicted")."""
-        if isinstance(target, str) and target == "predicted":
-            return None
-        if isinstance(target, str) and target == "true":
-            if y is None:
-                raise ValueError("target='true' needs y: call explain(X, y=y) or fit_transform(X, y)")
-            return y
-        arr = np.asarray(target)
-        if arr.ndim == 0:
-            return np.full(n, arr.item(), dtype=object if arr.dtype.kind in "USO" else arr.dtype)
-        if arr.shape != (n,):
-            raise ValueError(f"target array must have shape (n_samples,) = ({n},), got {arr.shape}")
-        return arr
 
     def explain(self, X, target=None, y=None):
         """Explain the model's output for each sample of ``X``.
@@ -325,99 +316,20 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
             For a pipeline starting with a word vectoriser (raw documents in), ``relevance``
             is a sparse ``(n_documents, n_features)`` matrix over the vectoriser's columns and
             ``extras["tokens"]`` holds the ``(token, position, relevance)`` of each
-            document's tokens (see :func:`sklrp.bow.explain_documents`).
+            document's tokens (see :class:`sklrp.bow.text.TextAdapter`).
         """
-        if getattr(self, "text_explainer_", None) is not None:
-            from .bow import text
-
-            return text.explain_documents(self, X, target=target, y=y)
-        X = self._validate_X(X)
+        chain = self.get_chain()
+        X = self._validate_X(X, chain)
         target = self.target if target is None else target
         if y is not None:
             y = np.asarray(y)
-            if y.shape[0] != X.shape[0]:
-                raise ValueError(f"y has {y.shape[0]} samples but X has {X.shape[0]}")
-        config = self._config()
-        body, head = self.chain_
-        n = X.shape[0]
-        all_labels = self._target_array(target, y, n)
-        # numpy's allocator asks the kernel for huge pages on large arrays; first-touch page faults
-        # of a fresh (n, d) torch tensor used to cost more than the whole decision function.
-        relevance = np.empty(X.shape, dtype=np.float64)
-        bias_rel = np.zeros(n)
-        output = np.zeros(n)
-        relevance_sum = np.zeros(n)
-        targets, extras = [], {}
-        # A lone memory-bound head (a linear model) may stream into the output and let its
-        # scores stand in for the input check: each saves a full pass over X.
-        lone_head = not body
-        check_scores = lone_head and head.scores_propagate_nonfinite
-        write_into = (lone_head and head.writes_into and self.bias == "keep" and config.device.type == "cpu"
-                      and config.dtype == torch.float64)
-        rows = self.batch_size
-        if write_into and head.temporaries_per_row():
-            # the memory of one batch of batch_size x n_features, in far fewer (Python-bound) batches
-            rows = max(rows, rows * int(np.prod(X.shape[1:])) // head.temporaries_per_row())
-        batches = [slice(i, min(i + rows, n)) for i in range(0, n, rows)]
-        if self.verbose:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc="LRP", unit="batch")
-        with torch.no_grad():
-            for batch in batches:
-                x = config.tensor(X[batch])
-                if not check_scores and not torch.isfinite(x.sum()):
-                    # sklearn's own check, for its error message (a finite sum that overflowed passes)
-                    assert_all_finite(X[batch], input_name="X")
-                acts = [x]
-                for prop in body:
-                    acts.append(prop.forward(acts[-1], config))
-                scores = head.scores(acts[-1], config)
-                if check_scores and not torch.isfinite(scores).all():
-                    assert_all_finite(X[batch], input_name="X")
-                scores_np = scores.detach().cpu().numpy()
-                labels = head.predicted(scores_np) if all_labels is None else all_labels[batch]
-                weights = config.tensor(head.target_weights(labels, scores.shape[1]))
-                out = (weights * scores).sum(dim=1)
-                if write_into:
-                    hr = head.relevance(acts[-1], weights, scores, config, out=torch.from_numpy(relevance[batch]))
-                else:
-                    hr = head.relevance(acts[-1], weights, scores, config)
-                r, rb = hr.relevance, hr.bias
-                if self.bias == "uniform":
-                    # reshape so n-D relevance (e.g. torch nets on images) broadcasts per sample
-                    r = r + (rb / r[0].numel()).reshape(-1, *([1] * (r.ndim - 1)))
-                    rb = torch.zeros_like(rb)
-                elif self.bias == "weighted":
-                    r = r + rb[:, None] * head.bias_weights(acts[-1], weights, config)
-                    rb = torch.zeros_like(rb)
-                for prop, a in zip(reversed(body), reversed(acts[:-1])):
-                    step = prop.backward(a, r, config)
-                    r, rb = step.input, rb + step.bias
-                if hr.relevance_sum is not None and r is hr.relevance:
-                    relevance_sum[batch] = hr.relevance_sum.cpu().numpy()
-                else:
-                    relevance_sum[batch] = r.reshape(r.shape[0], -1).sum(dim=1).cpu().numpy()
-                if not (write_into and r is hr.relevance):
-                    relevance[batch] = r.reshape(relevance[batch].shape).cpu().numpy()
-                bias_rel[batch] = rb.detach().cpu().numpy()
-                output[batch] = out.detach().cpu().numpy()
-                targets.append(np.asarray(labels))
-                for key, value in hr.extras.items():
-                    extras.setdefault(key, []).append(
-                        value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
-                    )
-        extras = {k: np.concatenate(v) for k, v in extras.items()}
-        residual = output - relevance_sum - bias_rel
-        return Explanation(
-            relevance=relevance,
-            bias_relevance=bias_rel,
-            output=output,
-            target=np.concatenate(targets) if targets else np.empty(0),
-            residual=residual,
-            root_point=extras.pop("root_point", None),
-            extras=extras,
-        )
+            n = chain.n_samples(X)
+            if y.shape[0] != n:
+                raise ValueError(f"y has {y.shape[0]} samples but X has {n}")
+        E = chain.explain(X, target, y, verbose=self.verbose)
+        if E.feature_names is None and hasattr(self, "feature_names_in_"):
+            E.feature_names = np.asarray(self.feature_names_in_, dtype=object)
+        return E
 
     def transform(self, X):
         """Relevance of each input feature, with the shape of ``X``.
@@ -449,6 +361,24 @@ class LRPTransformer(TransformerMixin, MetaEstimatorMixin, BaseEstimator):
         self.fit(X, y, **fit_params)
         uses_y = isinstance(self.target, str) and self.target == "true"
         return self.explain(X, y=y if uses_y else None).relevance
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the relevance columns: the input's feature names (a text vectoriser's vocabulary).
+
+        Parameters
+        ----------
+        input_features : array-like of str, default=None
+            Input feature names; None uses ``feature_names_in_`` or ``x0, x1, ...``.
+
+        Returns
+        -------
+        ndarray of str
+        """
+        check_is_fitted(self, "chain_")
+        names = self.chain_.feature_names()
+        if names is not None and input_features is None:
+            return np.asarray(names, dtype=object)
+        return super().get_feature_names_out(input_features)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

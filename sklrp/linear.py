@@ -43,8 +43,19 @@ def _is_linear_predictor(step) -> bool:
     )
 
 
-@register(_is_linear_predictor, name="linear models with coef_/intercept_ (LogisticRegression, LinearSVC, "
-          "SGDClassifier, RidgeClassifier, LinearRegression, Ridge, ...)")
+def _may_be_linear_predictor(step) -> bool:
+    # before fitting there is no coef_: recognise scikit-learn's linear model families by class
+    from sklearn.svm import LinearSVC, LinearSVR
+
+    return _is_linear_predictor(step) or (
+        (type(step).__module__.startswith("sklearn.linear_model") or isinstance(step, (LinearSVC, LinearSVR)))
+        and (hasattr(step, "decision_function") or hasattr(step, "predict"))
+    )
+
+
+@register(_is_linear_predictor, unfitted=_may_be_linear_predictor,
+          name="linear models with coef_/intercept_ (LogisticRegression, LinearSVC, SGDClassifier, "
+               "RidgeClassifier, LinearRegression, Ridge, ...)")
 class LinearModelHead(Head):
     """Exact LRP for a linear predictor ``f(x) = W x + b`` (Eqs. (2.14)-(2.15)).
 

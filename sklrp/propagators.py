@@ -15,7 +15,7 @@ here knows about scikit-learn meta-estimators beyond ``Pipeline`` and
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import torch
@@ -26,12 +26,16 @@ from .rules import LayerRelevance, Rule
 
 __all__ = [
     "Propagator",
+    "InputAdapter",
     "Head",
     "HeadRelevance",
     "RuleConfig",
     "register",
     "propagator_for",
     "build_chain",
+    "check_supported",
+    "is_supported",
+    "input_adapter_for",
     "supported_steps",
 ]
 
@@ -75,16 +79,22 @@ class Propagator:
     """Forward replay and backward relevance mapping of one intermediate step.
 
     Subclasses set ``step`` (the fitted estimator) and implement :meth:`forward`
-    and :meth:`backward`. ``n_features_in`` / ``n_features_out`` are used to check
-    that adjacent steps fit together.
+    and :meth:`backward`. Steps are torch-in, torch-out: ``x`` is a batch of shape
+    ``(n, ...)`` in the configuration's dtype and device.
+
+    Attributes
+    ----------
+    raw_input : bool, class attribute, default False
+        True for :class:`InputAdapter` steps, which take the user's raw samples.
+    accepts_nd : bool, class attribute, default False
+        Whether the step takes samples of more than one dimension (images).
     """
+
+    raw_input: ClassVar[bool] = False
+    accepts_nd: ClassVar[bool] = False
 
     def __init__(self, step):
         self.step = step
-
-    def temporaries_per_row(self):
-        """Elements of temporary memory per sample when writing into the result (``writes_into``)."""
-        return None
 
     def forward(self, x: torch.Tensor, config: RuleConfig) -> torch.Tensor:  # pragma: no cover
         """Replay ``step.transform`` on a torch batch."""
@@ -93,6 +103,59 @@ class Propagator:
     def backward(self, x: torch.Tensor, relevance: torch.Tensor, config: RuleConfig) -> LayerRelevance:
         """Map relevance at the step's output back to its input ``x``."""
         raise NotImplementedError  # pragma: no cover
+
+
+class InputAdapter(Propagator):
+    """The first step of a chain when the user's samples are not numbers (documents, mixed-type frames).
+
+    ``forward(x, config)`` receives the raw batch exactly as the user passed its rows (a
+    list of documents, a numpy object array, the rows of a pandas DataFrame) and returns
+    a float tensor; ``backward(x, relevance, config)`` receives the same raw batch and
+    returns a :class:`~sklrp.rules.LayerRelevance` whose ``input`` is ``(n, n_columns)``:
+    one relevance column per raw column (:meth:`feature_names`).
+
+    The chain asks an adapter for a few more things, all declared here with defaults:
+    :meth:`check_raw` and :meth:`check_input` validate the raw data before and after
+    fitting, :meth:`n_rows` counts samples,
+    :meth:`rows` slices a batch, :meth:`rows_per_batch` bounds the batch when the numeric
+    representation is wide, :meth:`extras` adds per-sample results (e.g. the relevance of
+    every token), and ``sparse_relevance`` makes the explanation's relevance a
+    ``scipy.sparse`` CSR matrix.
+    """
+
+    raw_input: ClassVar[bool] = True
+    sparse_relevance: ClassVar[bool] = False
+
+    @classmethod
+    def check_raw(cls, X):
+        """Validate raw samples before anything is fitted; return them in the form :meth:`rows` slices."""
+        return X
+
+    def check_input(self, X):
+        """Validate raw samples for the fitted step (by default :meth:`check_raw`)."""
+        return self.check_raw(X)
+
+    def n_rows(self, X) -> int:
+        return len(X)
+
+    def rows(self, X, batch: slice):
+        """The raw samples ``batch`` of ``X`` (positional, also for a DataFrame)."""
+        return X.iloc[batch] if hasattr(X, "iloc") else X[batch]
+
+    def n_columns(self) -> int:  # pragma: no cover
+        """Number of relevance columns."""
+        raise NotImplementedError
+
+    def feature_names(self):
+        """Names of the relevance columns (ndarray of str), or None when unknown."""
+        return None
+
+    def rows_per_batch(self, batch_size: int) -> int:
+        return batch_size
+
+    def extras(self, x, relevance: np.ndarray) -> dict:
+        """Per-sample extra results for the raw batch ``x`` and its relevance ``(n, n_columns)``."""
+        return {}
 
 
 @dataclass
@@ -107,6 +170,8 @@ class HeadRelevance:
     construction*, ``f(x) - sum(relevance) - bias`` of a Taylor expansion (Eq. (2.75));
     ``None`` for exact heads. It is reported separately from the relevance that rules
     absorb further down the chain (``Explanation.taylor_remainder`` vs ``absorbed``).
+    :meth:`Head.decompose` fills in ``output`` (n,), the explained score, and ``target``,
+    the explained label of each sample.
     """
 
     relevance: torch.Tensor
@@ -114,6 +179,8 @@ class HeadRelevance:
     extras: dict = field(default_factory=dict)
     relevance_sum: torch.Tensor | None = None
     remainder: torch.Tensor | None = None
+    output: torch.Tensor | None = None
+    target: np.ndarray | None = None
 
 
 class Head:
@@ -124,14 +191,24 @@ class Head:
     ``weights`` encode the target (one-hot for multi-class, +-1 for binary, the
     pairwise combination for one-vs-one SVMs, ...).
 
-    Two optional capabilities let a memory-bound head skip whole passes over the data
-    when it is the only step of the chain: ``scores_propagate_nonfinite = True`` says
-    that a NaN or inf in ``x`` always reaches ``scores`` (so the input check can look at
-    the scores), and ``writes_into = True`` says that :meth:`relevance` accepts
-    ``out=``, a preallocated tensor shaped like ``x`` to write the relevance into. Such a
-    head keeps only ``(rows, n_outputs)`` temporaries (:meth:`temporaries_per_row`), so
-    it takes batches of ``batch_size * n_features / n_outputs`` rows: the memory of one
-    ordinary batch, far fewer per-batch overheads.
+    A head implements :meth:`scores` and :meth:`relevance`; :meth:`decompose` strings
+    them together for one batch (scores, target labels, target weights, relevance, bias
+    redistribution) and keeps every intermediate in local variables, so one head may
+    serve several threads at once. Heads override it when they can do better (a torch
+    network decomposes from the forward pass it already ran).
+
+    Capabilities, declared here with their defaults:
+
+    * ``accepts_nd``: the head takes samples of more than one dimension (images).
+    * :meth:`prepare` / ``needs_reference``: heads that need training data (the
+      reference samples of root-point searches) override :meth:`prepare`.
+    * ``scores_propagate_nonfinite``: a NaN or inf in ``x`` always reaches the scores,
+      so a lone head's input check may look at its output instead of reading ``x``.
+    * ``writes_into``: :meth:`relevance` accepts ``out=``, a preallocated tensor shaped
+      like ``x`` (a slice of the result array). Such a head keeps only
+      :meth:`temporaries_per_row` temporaries per sample, so when it is the only step it
+      takes batches of ``batch_size * n_features / temporaries_per_row()`` rows: the
+      memory of one ordinary batch, far fewer per-batch overheads.
 
     The default target handling covers estimators with ``classes_`` whose score
     columns are ``decision_function``'s (one column for binary problems, positive
@@ -139,11 +216,24 @@ class Head:
     columns are the outputs.
     """
 
-    scores_propagate_nonfinite = False
-    writes_into = False
+    accepts_nd: ClassVar[bool] = False
+    scores_propagate_nonfinite: ClassVar[bool] = False
+    writes_into: ClassVar[bool] = False
 
     def __init__(self, step):
         self.step = step
+
+    def prepare(self, x: torch.Tensor, y, config: RuleConfig) -> None:
+        """Keep what the decomposition needs from the training data ``x`` (at the head's input)."""
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether :meth:`prepare` needs the training data (it is overridden)."""
+        return type(self).prepare is not Head.prepare
+
+    def temporaries_per_row(self) -> int | None:
+        """Elements of temporary memory per sample when writing into ``out`` (``writes_into``)."""
+        return None
 
     # -- scores and targets ----------------------------------------------------
     @property
@@ -195,8 +285,49 @@ class Head:
     # -- decomposition ---------------------------------------------------------
     def relevance(self, x: torch.Tensor, weights: torch.Tensor, scores: torch.Tensor,
                   config: RuleConfig) -> HeadRelevance:  # pragma: no cover
-        """Decompose ``(weights * scores).sum(1)`` onto the head's input ``x``."""
+        """Decompose ``(weights * scores).sum(1)`` onto the head's input ``x``.
+
+        Heads with ``writes_into = True`` also take ``out=``, a tensor shaped like ``x``.
+        """
         raise NotImplementedError
+
+    def decompose(self, x: torch.Tensor, labels, config: RuleConfig, out=None) -> HeadRelevance:
+        """One batch: scores, target labels (``labels=None``: the predicted ones), relevance.
+
+        The relevance of the model's bias is redistributed onto ``x`` as ``config.bias``
+        says (Eqs. (2.72)-(2.74)). ``out`` is passed on to :meth:`relevance` (only given
+        to heads that declare ``writes_into``). Returns the :class:`HeadRelevance` with
+        ``output`` and ``target`` filled in.
+        """
+        scores = self.scores(x, config)
+        if labels is None:
+            labels = self.predicted(scores.detach().cpu().numpy())
+        weights = config.tensor(self.target_weights(labels, scores.shape[1]))
+        if out is None:
+            hr = self.relevance(x, weights, scores, config)
+        else:
+            hr = self.relevance(x, weights, scores, config, out=out)
+        hr.output = (weights * scores).sum(dim=1)
+        hr.target = np.asarray(labels)
+        return self.spread_bias(hr, x, weights, config)
+
+    def spread_bias(self, hr: HeadRelevance, x, weights, config: RuleConfig) -> HeadRelevance:
+        """Move the bias relevance onto the inputs: ``"uniform"`` (Eq. (2.73)) or ``"weighted"`` (Eq. (2.74))."""
+        if config.bias == "keep":
+            return hr
+        r, rb = hr.relevance, hr.bias
+        if config.bias == "uniform":
+            # reshaped so that n-D relevance (e.g. torch nets on images) broadcasts per sample
+            share = (rb / r[0].numel()).reshape(-1, *([1] * (r.ndim - 1)))
+        elif config.bias == "weighted":
+            share = rb[:, None] * self.bias_weights(x, weights, config)
+        else:
+            raise ValueError(f"bias must be 'keep', 'uniform' or 'weighted', got {config.bias!r}")
+        hr.relevance = r + share
+        hr.bias = torch.zeros_like(rb)
+        if hr.relevance_sum is not None:
+            hr.relevance_sum = hr.relevance_sum + rb
+        return hr
 
     def bias_weights(self, x: torch.Tensor, weights: torch.Tensor, config: RuleConfig) -> torch.Tensor:
         """Shares ``v_d`` (rows summing to 1) for ``bias="weighted"`` (Eq. (2.74))."""
@@ -207,19 +338,26 @@ class Head:
 
 
 def _class_positions(classes: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    pos = np.searchsorted(classes, labels) if _sortable(classes) else None
-    if pos is None:
-        lookup = {c: i for i, c in enumerate(classes.tolist())}
-        bad = [lab for lab in labels.tolist() if lab not in lookup]
-        if bad:
-            raise ValueError(f"unknown target label {bad[0]!r}; the model's classes are {classes.tolist()}")
-        return np.array([lookup[lab] for lab in labels.tolist()], dtype=int)
-    pos = np.clip(pos, 0, len(classes) - 1)
-    ok = classes[pos] == labels
-    if not np.all(ok):
-        bad = labels[~ok].tolist()[0]
-        raise ValueError(f"unknown target label {bad!r}; the model's classes are {classes.tolist()}")
-    return pos
+    def unknown(label):
+        return ValueError(
+            f"unknown target label {label!r}; the model's classes are {classes.tolist()}. target must be "
+            "'predicted', 'true' (with y), one of the classes, or an array with one class per sample."
+        )
+
+    if _sortable(classes) and labels.dtype.kind in "biuf":
+        pos = np.clip(np.searchsorted(classes, labels), 0, len(classes) - 1)
+        ok = classes[pos] == labels
+        if not np.all(ok):
+            raise unknown(labels[~ok].tolist()[0])
+        return pos
+    lookup = {c: i for i, c in enumerate(classes.tolist())}
+    positions = []
+    for lab in labels.tolist():
+        try:
+            positions.append(lookup[lab])
+        except (KeyError, TypeError):  # TypeError: an unhashable label
+            raise unknown(lab) from None
+    return np.asarray(positions, dtype=int)
 
 
 def _sortable(classes):
@@ -237,18 +375,32 @@ def _output_indices(labels, n_outputs):
 
 
 # -- the registry --------------------------------------------------------------------
-_REGISTRY: list[tuple[Callable[[object], bool], Callable[[object], object], str]] = []
+@dataclass(frozen=True)
+class _Entry:
+    fitted: Callable[[object], bool]
+    unfitted: Callable[[object], bool]
+    factory: Callable[[object], object]
+    label: str
 
 
-def register(match, *, name: str | None = None):
+_REGISTRY: list[_Entry] = []
+
+
+def register(match, *, name: str | None = None, unfitted=None):
     """Class decorator registering a propagator factory.
 
     Parameters
     ----------
     match : type, tuple of types, or callable
-        Estimator classes the propagator handles, or a predicate ``step -> bool``.
+        Estimator classes the propagator handles, or a predicate ``step -> bool`` on
+        the fitted step.
     name : str, optional
         Human-readable description used in error messages listing what is supported.
+    unfitted : callable, optional
+        Predicate ``step -> bool`` on the *unfitted* step, used to refuse an unsupported
+        pipeline before anything is trained (:func:`check_supported`). Defaults to the
+        class test for ``match`` given as types, and to ``match`` itself for a predicate
+        (pass ``unfitted`` when ``match`` looks at fitted attributes).
 
     Examples
     --------
@@ -272,7 +424,7 @@ def register(match, *, name: str | None = None):
 
     def decorator(factory):
         # later registrations win, so users can override built-in propagators
-        _REGISTRY.insert(0, (predicate, factory, label))
+        _REGISTRY.insert(0, _Entry(predicate, unfitted or predicate, factory, label))
         return factory
 
     return decorator
@@ -281,7 +433,14 @@ def register(match, *, name: str | None = None):
 def supported_steps() -> list[str]:
     """Names of the estimator types sklrp has propagators for."""
     _load_builtin_propagators()
-    return sorted({label for _, _, label in _REGISTRY})
+    return sorted({entry.label for entry in _REGISTRY})
+
+
+def _unsupported(step) -> TypeError:
+    return TypeError(
+        f"sklrp cannot explain a {type(step).__name__} step: no propagator is registered for it. "
+        f"Supported: {', '.join(supported_steps())}. To add one, see sklrp.propagators.register."
+    )
 
 
 def propagator_for(step):
@@ -294,13 +453,52 @@ def propagator_for(step):
         class and lists what is supported.
     """
     _load_builtin_propagators()
-    for predicate, factory, _ in _REGISTRY:
-        if predicate(step):
-            return factory(step)
-    raise TypeError(
-        f"sklrp cannot explain a {type(step).__name__} step: no propagator is registered for it. "
-        f"Supported: {', '.join(supported_steps())}."
-    )
+    for entry in _REGISTRY:
+        if entry.fitted(step):
+            return entry.factory(step)
+    raise _unsupported(step)
+
+
+def is_supported(step) -> bool:
+    """Whether a (fitted or unfitted) estimator step has a registered propagator."""
+    _load_builtin_propagators()
+    return any(entry.unfitted(step) or entry.fitted(step) for entry in _REGISTRY)
+
+
+def input_adapter_for(estimator):
+    """The :class:`InputAdapter` class of the first step of a (fitted or unfitted) estimator, or None."""
+    _load_builtin_propagators()
+    first = next(_unwrap(estimator))
+    for entry in _REGISTRY:
+        if entry.unfitted(first) or entry.fitted(first):
+            factory = entry.factory
+            return factory if isinstance(factory, type) and issubclass(factory, InputAdapter) else None
+    return None
+
+
+def check_supported(estimator) -> None:
+    """Refuse an estimator or pipeline with an unsupported step, before anything is fitted.
+
+    Walks the steps as :func:`build_chain` would and checks each against the registry's
+    ``unfitted`` predicates, so that ``LRPTransformer.fit`` fails in milliseconds instead
+    of after training the model.
+
+    Raises
+    ------
+    TypeError
+        Naming the first unsupported step and listing what is supported.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklrp.propagators import check_supported
+    >>> check_supported(make_pipeline(StandardScaler(), LogisticRegression()))
+    """
+    for step in _unwrap(estimator):
+        if not is_supported(step):
+            raise _unsupported(step)
 
 
 def _unwrap(estimator):
@@ -345,9 +543,14 @@ def build_chain(estimator) -> tuple[list[Propagator], Head]:
             f"the last step of the explained model must be a predictor (classifier or regressor), "
             f"got {type(steps[-1]).__name__}"
         )
-    for s, p in zip(steps[:-1], body):
+    for i, (s, p) in enumerate(zip(steps[:-1], body)):
         if isinstance(p, Head):
             raise TypeError(f"{type(s).__name__} can only be the last step of an explained pipeline")
+        if p.raw_input and i > 0:
+            raise TypeError(f"{type(s).__name__} takes raw samples and can only be the first step of an "
+                            "explained pipeline")
+    if isinstance(head, InputAdapter):
+        raise TypeError(f"{type(steps[-1]).__name__} takes raw samples; it cannot be the explained model")
     return body, head
 
 
@@ -362,7 +565,7 @@ def _load_builtin_propagators():
     _LOADED = True
     import importlib
 
-    for module in ("linear", "svm", "bow", "nn"):
+    for module in ("linear", "svm", "bow", "nn", "tabular"):
         try:
             importlib.import_module(f"sklrp.{module}")
         except ModuleNotFoundError as exc:

@@ -57,12 +57,37 @@ def test_replacement_replaces_exactly_the_chosen_descriptors(fv_model):
     scores = g.region_scores(rel)
     assert scores.shape == (2, -(-D.shape[1] // 7))
     assert np.all(np.diff(scores, axis=1) < 0)
-    state = g.start(np.array([0, 1]), np.random.RandomState(0))
-    new = g.step(state.copy(), np.array([0, 1]), np.array([0, 0]), np.random.RandomState(0))
+    descriptors, groups = g.start(np.array([0, 1]), np.random.RandomState(0))
+    new = g.model_input(g.step((descriptors.copy(), groups), np.array([0, 1]), np.array([0, 0]),
+                               np.random.RandomState(0)))
     changed = np.any(new != D[:2], axis=2)
     top = np.argsort(-rel[0])[:7]
     assert set(np.nonzero(changed[0])[0]) == set(top)
     np.testing.assert_array_equal(new[..., :5], D[:2, :, :5])  # geometry kept
+
+
+def test_random_order_is_a_random_descriptor_order(fv_model):
+    # the baseline of Fig. 4.3 replaces descriptors in a random order, not shuffled relevance-sorted groups
+    D, _, model = fv_model
+    g = DescriptorReplacement(model[0], n_per_step=7)
+    from sklrp.evaluation import RegionGrid
+
+    g.bind(D[:1].reshape(1, -1), RegionGrid(D.shape[1:]), (0.0, 1.0))
+    rel = np.arange(D.shape[1], dtype=float)[None]
+    g.region_scores(rel)
+    sorted_groups = {frozenset(grp[grp >= 0].tolist()) for grp in g.groups_[0]}
+    g.set_order("random")
+    rng = np.random.RandomState(0)
+    firsts = []
+    for _ in range(20):
+        _, groups = g.start(np.array([0]), rng)
+        members = groups[0][groups[0] >= 0]
+        assert sorted(members.tolist()) == list(range(D.shape[1]))  # every descriptor once
+        firsts.append(frozenset(groups[0, 0][groups[0, 0] >= 0].tolist()))
+    assert not set(firsts) & sorted_groups and len(set(firsts)) == 20
+    g.set_order("morf")
+    _, groups = g.start(np.array([0]), rng)
+    np.testing.assert_array_equal(groups, g.groups_[:1])
 
 
 def test_replacement_with_bow_codebook_and_bad_input(fv_model):

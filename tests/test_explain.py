@@ -8,7 +8,7 @@ from sklearn.datasets import load_iris, make_classification
 from sklearn.decomposition import PCA
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
-from sklearn.linear_model import LogisticRegression
+from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -156,7 +156,7 @@ def test_lone_linear_model_batches_by_its_temporaries(n_classes, capsys):
     lrp = LRPTransformer(device="cpu", estimator=LogisticRegression(max_iter=1000), batch_size=6, verbose=True)
     lrp.fit(X, y)
     per_row = 2 * (1 if n_classes == 2 else n_classes) + 2
-    assert lrp.chain_[1].temporaries_per_row() == per_row
+    assert lrp.get_chain().head.temporaries_per_row() == per_row
     a = lrp.explain(X)
     rows = 6 * 64 // per_row
     assert rows > 6
@@ -206,12 +206,25 @@ def test_nonfinite_rejected_where_the_weight_is_zero(value, pipeline):
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # inf - inf in the residual
 def test_finite_input_that_overflows_a_sum_is_accepted():
-    # like scikit-learn: only NaN/inf entries are errors, not large finite values
-    lrp = LRPTransformer(device="cpu", estimator=LogisticRegression(max_iter=1000)).fit(X_BIN, Y_BIN)
-    X = X_BIN[:2].copy()
+    # like scikit-learn: only NaN/inf entries are errors, not large finite values (here the sum of
+    # the batch overflows, the model's output does not)
+    X_fit = np.random.RandomState(0).randn(50, 3)
+    lrp = LRPTransformer(LinearRegression(), device="cpu").fit(X_fit, 1e-3 * X_fit[:, 0])
+    X = X_fit[:2].copy()
     X[0, :2] = 1e308
     E = lrp.explain(X)
-    assert np.isfinite(E.relevance[1]).all()
+    assert np.isfinite(E.relevance).all() and np.isfinite(E.output).all()
+
+
+@pytest.mark.parametrize("estimator", [LogisticRegression(max_iter=1000),
+                                       make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000))])
+def test_output_that_overflows_is_an_error(estimator):
+    # a finite input whose explained output overflows gives no NaN relevance: an error naming the row
+    lrp = LRPTransformer(estimator, device="cpu").fit(X_BIN, Y_BIN)
+    X = X_BIN[:3].copy()
+    X[1] = 1e308
+    with pytest.raises(ValueError, match=r"not finite .* \(first: row 1\).*overflowed"):
+        lrp.explain(X)
 
 
 @pytest.mark.parametrize("estimator", [LogisticRegression(max_iter=1000),
@@ -274,7 +287,7 @@ def test_target_errors(fitted):
 @pytest.mark.parametrize(
     "params,err,match",
     [
-        ({"bias": "spread"}, ValueError, "bias must be one of"),
+        ({"bias": "spread"}, ValueError, "'bias' parameter of LRPTransformer must be a str among"),
         ({"rule": "lrp"}, ValueError, "unknown rule"),
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"epsilon": -1.0}, ValueError, "epsilon"),
@@ -314,3 +327,20 @@ def test_weighted_bias_needs_linear_projection():
 def test_public_names():
     for name in ("LRPTransformer", "Explanation", "rules", "propagator_for", "supported_steps"):
         assert hasattr(sklrp, name)
+
+
+def test_float32_input_is_not_copied_to_float64():
+    # memory is the float64 output plus one batch, not also a float64 copy of X
+    import tracemalloc
+
+    rng = np.random.RandomState(0)
+    X = rng.randn(40_000, 50).astype(np.float32)
+    lrp = LRPTransformer(LogisticRegression(max_iter=200), device="cpu").fit(X[:500], X[:500, 0] > 0)
+    tracemalloc.start()
+    try:
+        R = lrp.transform(X)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert R.dtype == np.float64 and peak < R.nbytes + 0.25 * X.nbytes
+    np.testing.assert_allclose(R, lrp.transform(X.astype(np.float64)), rtol=1e-6, atol=1e-6)

@@ -243,16 +243,15 @@ def test_torch_model_sklearn_compatible(estimator, check):
 def test_scores_are_differentiable_when_asked(digits, cnn_lrp):
     """Callers that differentiate the head's scores (sensitivity analysis) get the plain net."""
     X, _ = digits
-    config = cnn_lrp._config()
-    _, head = cnn_lrp.chain_
-    x = config.tensor(X[1300:1303]).requires_grad_(True)
+    chain = cnn_lrp.get_chain()
+    x = chain.config.tensor(X[1300:1303]).requires_grad_(True)
     with torch.enable_grad():
-        s = head.scores(x, config)
+        s = chain.scores(x)
         (g,) = torch.autograd.grad(s[:, 0].sum(), x)
     assert g.shape == x.shape and g.abs().sum() > 0
     with torch.no_grad():
-        np.testing.assert_allclose(s.detach().cpu().numpy(),
-                                   head.scores(config.tensor(X[1300:1303]), config).cpu().numpy())
+        plain = chain.scores(chain.config.tensor(X[1300:1303]))
+        np.testing.assert_allclose(s.detach().cpu().numpy(), plain.cpu().numpy())
 
 
 def test_binary_classifier_and_regressor(digits):

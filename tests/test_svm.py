@@ -427,17 +427,14 @@ def test_bad_samples(data, positive_data):
         chi.explain(-Xp[:2])
 
 
-@pytest.mark.parametrize("param, value, match", [
-    ("n_root_candidates", 0, "n_root_candidates must be a positive integer"),
-    ("n_root_candidates", 2.5, "n_root_candidates must be a positive integer"),
-    ("root_tol", -1.0, "root_tol must be a positive"),
-    ("root_tol", np.nan, "root_tol must be a positive"),
+@pytest.mark.parametrize("param, value", [
+    ("n_root_candidates", 0), ("n_root_candidates", 2.5), ("root_tol", -1.0), ("root_tol", np.nan),
 ])
-def test_bad_root_parameters(positive_data, param, value, match):
+def test_bad_root_parameters(positive_data, param, value):
+    # refused up front, naming the parameter, before the model is trained
     X, y = positive_data
-    lrp = LRP(TAYLOR["rbf"](), **{param: value}).fit(X, y)
-    with pytest.raises(ValueError, match=match):
-        lrp.explain(X[:2])
+    with pytest.raises(ValueError, match=f"'{param}' parameter of LRPTransformer must be"):
+        LRP(TAYLOR["rbf"](), **{param: value}).fit(X, y)
 
 
 @parametrize_with_checks([sklrp.LRPTransformer(SVC(kernel=K.intersection_kernel), device="cpu"),

@@ -17,12 +17,10 @@ from ._replacement import DescriptorReplacement
 from ._sift import DenseSIFT, DenseSIFTPropagator, has_opencv, has_vlfeat
 from ._tiling import TiledExplanation, explain_tiled, tile_positions
 from .text import (
+    TextAdapter,
     TextExplanation,
     TfidfTransformerPropagator,
-    explain_documents,
     explain_text,
-    fit_text_explainer,
-    is_text_pipeline,
     tokenize_with_positions,
 )
 
@@ -45,10 +43,8 @@ __all__ = [
     "explain_tiled",
     "TiledExplanation",
     "tile_positions",
-    "explain_documents",
     "explain_text",
-    "fit_text_explainer",
-    "is_text_pipeline",
+    "TextAdapter",
     "TextExplanation",
     "TfidfTransformerPropagator",
     "tokenize_with_positions",

@@ -34,8 +34,9 @@ class DescriptorReplacement(Perturbation):
     e.g. ``LRPTransformer(FrozenEstimator(pipeline[1:])).explain(D).relevance``), and the
     model is the pipeline after ``DenseSIFT`` (it takes descriptor arrays). Regions are
     the consecutive groups of ``n_per_step`` descriptors in decreasing relevance, so
-    ``order="morf"`` replaces the most relevant first; compare with a random heatmap
-    (random descriptor order) as baseline, Fig. 4.3.
+    ``order="morf"`` replaces the most relevant first. ``order="random"`` (the baseline of
+    Fig. 4.3) replaces the descriptors in a random order: each repeat draws its own random
+    groups, so it is a random descriptor order, not a shuffle of relevance-sorted groups.
 
     Parameters
     ----------
@@ -113,13 +114,22 @@ class DescriptorReplacement(Perturbation):
         return l if enc.pca_ is None else enc.pca_.inverse_transform(l)
 
     def start(self, rows, rng):
-        return self.X[rows].reshape((len(rows),) + self.grid.input_shape).copy()
+        descriptors = self.X[rows].reshape((len(rows),) + self.grid.input_shape).copy()
+        if self.order != "random":
+            return descriptors, self.groups_[rows]
+        # a random descriptor order: random groups per row and repeat (the engine then permutes the groups)
+        n_desc, (n_groups, k) = self.grid.input_shape[0], self.groups_.shape[1:]
+        groups = np.full((len(rows), n_groups * k), -1)
+        for i in range(len(rows)):
+            groups[i, :n_desc] = rng.permutation(n_desc)
+        return descriptors, groups.reshape(len(rows), n_groups, k)
 
     def step(self, state, rows, regions, rng):
-        idx = self.groups_[rows, regions]  # (b, n_per_step), -1 = padding
+        descriptors, groups = state
+        idx = groups[np.arange(len(rows)), regions]  # (b, n_per_step), -1 = padding
         r, c = np.nonzero(idx >= 0)
-        state[r, idx[r, c], N_GEOMETRY:] = self._sample(len(r), rng)
-        return state
+        descriptors[r, idx[r, c], N_GEOMETRY:] = self._sample(len(r), rng)
+        return descriptors, groups
 
     def model_input(self, state):
-        return state
+        return state[0]

@@ -363,6 +363,8 @@ class DenseSIFT(ThreeDInputMixin, TransformerMixin, BaseEstimator):
             raise ValueError("DenseSIFT: input images contain NaN or infinity")
         if X.shape[0] == 0:
             raise ValueError("DenseSIFT: got 0 images")
+        if 0 in X.shape[1:]:
+            raise ValueError(f"DenseSIFT: images of shape {X.shape[1:]} have no pixels")
         if not reset and X.shape[1:] != self.image_shape_:
             raise ValueError(f"DenseSIFT was fitted on images of shape {self.image_shape_}, got {X.shape[1:]}")
         return X
@@ -435,6 +437,12 @@ class DenseSIFT(ThreeDInputMixin, TransformerMixin, BaseEstimator):
     def _describe(self, img):
         run = _BACKENDS[self.backend_]
         h, w = img.shape
+        # Descriptors are normalised, so they do not change when the image is scaled by a positive
+        # factor; gradient magnitudes (the contrast) scale with it. Extreme intensities are brought to
+        # a safe scale first (squared gradients would overflow to inf or underflow to 0).
+        peak = float(np.abs(img).max())
+        scale = peak if peak > 0 and not 1e-100 < peak < 1e100 else 1.0
+        img = img / scale if scale != 1.0 else img
         geo, desc = [], []
         for sigma, b, step in zip(np.atleast_1d(self.scales), self.bin_sizes_, self.steps_):
             smooth = gaussian_filter(img, float(sigma))
@@ -447,7 +455,8 @@ class DenseSIFT(ThreeDInputMixin, TransformerMixin, BaseEstimator):
             geo.append(g)
             d = _sift_normalise(d)
             if self.contrast_threshold > 0 and len(centre):
-                d[_contrast(smooth, DescriptorGeometry.from_array(g).boxes()) < self.contrast_threshold] = 0.0
+                contrast = _contrast(smooth, DescriptorGeometry.from_array(g).boxes()) * scale
+                d[contrast < self.contrast_threshold] = 0.0
             desc.append(d)
         return np.concatenate(geo), np.concatenate(desc)
 

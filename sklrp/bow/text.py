@@ -7,13 +7,15 @@ term ``d``. Eq. (2.78) then gives every occurrence of term ``d`` the share
 ``sign_l / sum(signs) * R_d``); an n-gram occurrence spreads its share evenly over its
 ``n`` tokens (the flat rule, as for pixels in Eq. (2.85)).
 
-Text is not numeric, so the vectoriser is not a propagator step: when a pipeline starts
-with ``CountVectorizer``, ``TfidfVectorizer`` or ``HashingVectorizer``,
-:class:`sklrp.LRPTransformer` hands raw documents to :func:`fit_text_explainer` and
-:func:`explain_documents`, which explain the rest of the pipeline (``TfidfTransformer``,
-``Normalizer``, a linear or kernel SVM, ...) on the raw term counts with an inner
-``LRPTransformer`` and map term relevance to token occurrences. :func:`explain_text` is
-the same for an already fitted pipeline.
+Documents are not numbers, so the vectoriser is an *input adapter*
+(:class:`sklrp.propagators.InputAdapter`), registered like every other step: when a
+pipeline starts with ``CountVectorizer``, ``TfidfVectorizer`` or ``HashingVectorizer``,
+:class:`TextAdapter` turns a batch of raw documents into the vectoriser's output and
+maps the relevance of each output column back to its term and to the term's token
+occurrences. Each output column depends on its own term's count only (tf-idf weights
+and the row normalisation are part of the kernel's feature map, as in Eqs. (4.6), (4.8)),
+so term relevance equals column relevance, exactly conservative. :func:`explain_text` is
+the same for an already fitted pipeline, returned per token.
 """
 
 from __future__ import annotations
@@ -22,7 +24,6 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import sparse
-from sklearn.base import clone
 from sklearn.feature_extraction import FeatureHasher
 from sklearn.feature_extraction.text import (
     CountVectorizer,
@@ -32,14 +33,12 @@ from sklearn.feature_extraction.text import (
 )
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import Normalizer
 from sklearn.utils.validation import check_is_fitted
 
-from ..propagators import Propagator, register
+from ..propagators import InputAdapter, Propagator, register
 from ..rules import LayerRelevance
 
-__all__ = ["TextExplanation", "TfidfTransformerPropagator", "explain_documents", "explain_text",
-           "fit_text_explainer", "is_text_pipeline", "tokenize_with_positions"]
+__all__ = ["TextAdapter", "TextExplanation", "TfidfTransformerPropagator", "explain_text", "tokenize_with_positions"]
 
 
 @register(TfidfTransformer)
@@ -111,71 +110,30 @@ def tokenize_with_positions(vectorizer, doc):
 
 
 _VECTORIZERS = (CountVectorizer, TfidfVectorizer, HashingVectorizer)
-_MAX_DENSE = 2**24  # dense count entries per batch (128 MiB in float64)
+_MAX_DENSE = 2**24  # dense vectoriser entries per batch (128 MiB in float64)
 
 
 def _unfreeze(estimator):
     return estimator.estimator if isinstance(estimator, FrozenEstimator) else estimator
 
 
-def is_text_pipeline(estimator):
-    """Whether ``estimator`` is a Pipeline (possibly frozen) whose first step is a word vectoriser.
+class _Terms:
+    """Column and sign of the terms a fitted word vectoriser counts."""
 
-    Such pipelines take raw documents; :class:`sklrp.LRPTransformer` explains them through
-    :func:`fit_text_explainer` and :func:`explain_documents`.
-    """
-    est = _unfreeze(estimator)
-    return isinstance(est, Pipeline) and len(est.steps) >= 2 and isinstance(est.steps[0][1], _VECTORIZERS)
-
-
-class _Vectorizer:
-    """The count layer of a fitted vectoriser: raw term counts and the column/sign of each term.
-
-    ``TfidfVectorizer`` is ``CountVectorizer`` + ``TfidfTransformer``; ``HashingVectorizer`` with
-    ``norm`` is the same vectoriser with ``norm=None`` + ``Normalizer(norm)``; the returned ``tail``
-    holds those extra stages followed by the rest of the pipeline.
-    """
-
-    def __init__(self, pipeline):
-        est = _unfreeze(pipeline)
-        if not isinstance(est, Pipeline) or len(est.steps) < 2:
-            raise TypeError("explain_text needs a fitted Pipeline whose first step is a CountVectorizer, "
-                            f"TfidfVectorizer or HashingVectorizer, got {type(est).__name__}")
-        vec = est.steps[0][1]
-        if not isinstance(vec, _VECTORIZERS):
-            raise TypeError("the first pipeline step must be a CountVectorizer, TfidfVectorizer or "
-                            f"HashingVectorizer, got {type(vec).__name__}")
-        if vec.analyzer != "word" or callable(vec.analyzer):
-            raise ValueError(f"text explanations support analyzer='word' only, got analyzer={vec.analyzer!r}")
-        tail = [s for _, s in est.steps[1:]]
-        self.vectorizer = vec
-        if isinstance(vec, HashingVectorizer):
-            self._counter = clone(vec).set_params(norm=None)  # stateless: transform needs no fit
-            if vec.norm is not None:
-                tail = [Normalizer(norm=vec.norm).fit(np.zeros((1, vec.n_features)))] + tail
-            self.n_features = vec.n_features
+    def __init__(self, vectorizer):
+        if vectorizer.analyzer != "word" or callable(vectorizer.analyzer):
+            raise ValueError(f"text explanations support analyzer='word' only, got analyzer={vectorizer.analyzer!r}")
+        self.vectorizer = vectorizer
+        self.hashing = isinstance(vectorizer, HashingVectorizer)
+        if self.hashing:
+            self.n_features = vectorizer.n_features
         else:
-            check_is_fitted(vec, "vocabulary_")
-            self._counter = None
-            if isinstance(vec, TfidfVectorizer):
-                tfidf = TfidfTransformer(norm=vec.norm, use_idf=vec.use_idf, smooth_idf=vec.smooth_idf,
-                                         sublinear_tf=vec.sublinear_tf)
-                if vec.use_idf:
-                    tfidf.idf_ = vec.idf_  # public setter: no private attributes
-                tfidf.n_features_in_ = len(vec.vocabulary_)
-                tail = [tfidf] + tail
-            self.n_features = len(vec.vocabulary_)
-        self.tail = Pipeline([(f"s{i}", s) for i, s in enumerate(tail)])
-
-    def counts(self, documents):
-        """Sparse raw counts (signed for a ``HashingVectorizer`` with ``alternate_sign``)."""
-        if self._counter is not None:
-            return self._counter.transform(documents)
-        return CountVectorizer.transform(self.vectorizer, documents)  # also for a TfidfVectorizer
+            check_is_fitted(vectorizer, "vocabulary_")
+            self.n_features = len(vectorizer.vocabulary_)
 
     def columns(self, terms):
         """Column and sign (+1, or -1 for alternately signed hashes) of each term; column -1: unknown."""
-        if self._counter is None:
+        if not self.hashing:
             vocab = self.vectorizer.vocabulary_
             return np.array([vocab.get(t, -1) for t in terms], dtype=int), np.ones(len(terms))
         if not terms:
@@ -187,17 +145,17 @@ class _Vectorizer:
         return rows.indices.astype(int), np.sign(rows.data)
 
 
-def _token_relevance(vec, doc, row):
+def _token_relevance(terms, doc, row):
     """Eq. (2.78) with one-hot word mappings: each occurrence of column d gets ``w_l / sum w * R_d``.
 
     ``w_l`` is the occurrence's contribution to the count (1, or the hash sign); if the
     contributions cancel (signed hash collisions) the occurrences share ``R_d`` evenly. An
     n-gram's share is spread evenly over its tokens (the flat rule).
     """
-    tokens, occ = tokenize_with_positions(vec.vectorizer, doc)
+    tokens, occ = tokenize_with_positions(terms.vectorizer, doc)
     rel = np.zeros(len(tokens))
     if occ:
-        cols, signs = vec.columns([term for term, _ in occ])
+        cols, signs = terms.columns([term for term, _ in occ])
         keep = cols >= 0
         per_col, n_occ = {}, {}
         for c, w in zip(cols[keep], signs[keep]):
@@ -213,85 +171,73 @@ def _token_relevance(vec, doc, row):
 
 
 def _check_documents(documents):
-    if isinstance(documents, str):
+    if isinstance(documents, (str, bytes)):
         raise ValueError("documents must be an iterable of strings, not a single string")
-    return list(documents)
+    if hasattr(documents, "ndim") and documents.ndim != 1:
+        raise ValueError(f"documents must be a 1-D sequence of strings, got an array of shape {documents.shape}")
+    documents = list(documents)
+    bad = next((d for d in documents if not isinstance(d, (str, bytes))), None)
+    if bad is not None:
+        raise ValueError(f"documents must be strings; got a {type(bad).__name__} ({bad!r:.40}). A pipeline that "
+                         "starts with a text vectoriser explains raw documents.")
+    return documents
 
 
-def fit_text_explainer(lrp, documents, y=None, **fit_params):
-    """``LRPTransformer.fit`` for a pipeline that starts with a word vectoriser.
+@register(_VECTORIZERS, name="CountVectorizer, TfidfVectorizer, HashingVectorizer (raw documents)")
+class TextAdapter(InputAdapter):
+    """Raw documents -> the vectoriser's columns, and column relevance -> terms and tokens (Eq. (2.78)).
 
-    Fits (unless frozen) the pipeline on the raw ``documents``, then an inner
-    ``LRPTransformer`` with ``lrp``'s parameters on the rest of the pipeline, taking the
-    documents' raw term counts (also the reference set of Taylor decompositions).
-    Sets ``lrp.estimator_``, ``lrp.text_explainer_`` and, for classifiers, ``lrp.classes_``.
+    The relevance of the explanation is a sparse ``(n_documents, n_features)`` CSR matrix
+    over the vectoriser's columns (vocabulary terms in ``get_feature_names_out()`` order;
+    hash buckets for a ``HashingVectorizer``), like the vectoriser's own output, and
+    ``extras["tokens"]`` lists per document the ``(token, position, relevance)`` of every
+    token occurrence. Batches hold at most ``2**24`` dense vectoriser entries.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.feature_extraction.text import CountVectorizer
+    >>> from sklearn.svm import LinearSVC
+    >>> import sklrp
+    >>> docs = ["good film", "bad film", "good plot", "bad plot"]
+    >>> lrp = sklrp.LRPTransformer(make_pipeline(CountVectorizer(), LinearSVC()), rule="z").fit(docs, [1, 0, 1, 0])
+    >>> E = lrp.explain(["a good film"])
+    >>> E.relevance.shape, [tok for tok, _, _ in E.extras["tokens"][0]]
+    ((1, 4), ['good', 'film'])
     """
-    from ..propagators import build_chain
-    from ..explain import LRPTransformer
 
-    documents = _check_documents(documents)
-    lrp.estimator_ = clone(lrp.estimator).fit(documents, y, **fit_params)
-    vec = _Vectorizer(lrp.estimator_)
-    params = {k: v for k, v in lrp.get_params(deep=False).items() if k != "estimator"}
-    tail = FrozenEstimator(vec.tail)
-    # only Taylor decompositions (RBF / chi2 SVMs) need the reference counts: keep the dense
-    # (n_documents, n_features) matrix out of memory otherwise (hashing has 2**20 columns)
-    needs_reference = hasattr(build_chain(tail)[1], "prepare")
-    ref_docs = documents if needs_reference else documents[:1]
-    ref = np.asarray(vec.counts(ref_docs).toarray(), dtype=float)
-    inner = LRPTransformer(tail, **params).fit(ref, y if needs_reference else None)
-    lrp.text_explainer_ = (vec, inner)
-    if hasattr(inner, "classes_"):
-        lrp.classes_ = inner.classes_
-    return lrp
+    sparse_relevance = True
 
+    def __init__(self, step):
+        super().__init__(step)
+        self.terms = _Terms(step)
 
-def explain_documents(lrp, documents, target=None, y=None):
-    """``LRPTransformer.explain`` for a pipeline fitted by :func:`fit_text_explainer`.
+    @classmethod
+    def check_raw(cls, X):
+        return _check_documents(X)
 
-    Returns an :class:`sklrp.Explanation` whose ``relevance`` is a ``scipy.sparse`` CSR
-    matrix of shape ``(n_documents, n_features)`` over the vectoriser's columns (vocabulary
-    terms in ``get_feature_names_out()`` order; hash buckets for a ``HashingVectorizer``),
-    like the vectoriser's own output, and whose ``extras["tokens"]`` lists per document the
-    ``(token, position, relevance)`` of every token occurrence. Documents are processed in
-    batches of at most ``lrp.batch_size`` documents and ``2**24`` dense count entries.
-    """
-    from ..explain import Explanation
+    def rows(self, X, batch):
+        return X[batch]
 
-    vec, inner = lrp.text_explainer_
-    documents = _check_documents(documents)
-    n = len(documents)
-    target = lrp.target if target is None else target
-    if y is not None:
-        y = np.asarray(y)
-        if y.shape[0] != n:
-            raise ValueError(f"y has {y.shape[0]} samples but X has {n}")
-    per_sample_target = not isinstance(target, str) and np.ndim(target) == 1
-    if per_sample_target and len(target) != n:
-        raise ValueError(f"target array must have shape (n_samples,) = ({n},), got {np.shape(target)}")
-    blocks, parts, tokens, extras = [], {k: [] for k in ("bias", "output", "target", "residual")}, [], {}
-    batch = max(1, min(lrp.batch_size, _MAX_DENSE // vec.n_features))
-    for lo in range(0, n, batch):
-        sl = slice(lo, min(lo + batch, n))
-        X = np.asarray(vec.counts(documents[sl]).toarray(), dtype=float)
-        E = inner.explain(X, target=np.asarray(target)[sl] if per_sample_target else target,
-                          y=None if y is None else y[sl])
-        blocks.append(sparse.csr_matrix(E.relevance))
-        for key, value in (("bias", E.bias_relevance), ("output", E.output), ("target", E.target),
-                           ("residual", E.residual)):
-            parts[key].append(value)
-        if E.root_point is not None:
-            extras.setdefault("root_point", []).append(E.root_point)
-        for key, value in E.extras.items():
-            extras.setdefault(key, []).append(value)
-        tokens.extend(_token_relevance(vec, doc, E.relevance[i]) for i, doc in enumerate(documents[sl]))
-    cat = {k: np.concatenate(v) if v else np.empty(0) for k, v in parts.items()}
-    extras = {k: np.concatenate(v) for k, v in extras.items()}
-    root_point = extras.pop("root_point", None)
-    extras["tokens"] = tokens
-    relevance = sparse.vstack(blocks, format="csr") if blocks else sparse.csr_matrix((0, vec.n_features))
-    return Explanation(relevance=relevance, bias_relevance=cat["bias"], output=cat["output"], target=cat["target"],
-                       residual=cat["residual"], root_point=root_point, extras=extras)
+    def n_columns(self):
+        return self.terms.n_features
+
+    def feature_names(self):
+        return None if self.terms.hashing else np.asarray(self.step.get_feature_names_out(), dtype=object)
+
+    def rows_per_batch(self, batch_size):
+        return max(1, min(batch_size, _MAX_DENSE // max(1, self.terms.n_features)))
+
+    def forward(self, x, config):
+        out = self.step.transform(x)
+        return config.tensor(out.toarray() if sparse.issparse(out) else np.asarray(out))
+
+    def backward(self, x, relevance, config):
+        # column d of the output depends on the count of term d alone: its relevance is the term's
+        return LayerRelevance(relevance, relevance.new_zeros(relevance.shape[0]))
+
+    def extras(self, x, relevance):
+        return {"tokens": [_token_relevance(self.terms, doc, relevance[i]) for i, doc in enumerate(x)]}
 
 
 def explain_text(pipeline, documents, *, target="predicted", y=None, reference_documents=None, **lrp_params):
@@ -344,7 +290,11 @@ def explain_text(pipeline, documents, *, target="predicted", y=None, reference_d
     from ..explain import LRPTransformer
 
     documents = _check_documents(documents)
-    _Vectorizer(pipeline)  # type and analyzer errors before fitting
+    est = _unfreeze(pipeline)
+    if not (isinstance(est, Pipeline) and len(est.steps) >= 2 and isinstance(est.steps[0][1], _VECTORIZERS)):
+        raise TypeError("explain_text needs a fitted Pipeline whose first step is a CountVectorizer, "
+                        f"TfidfVectorizer or HashingVectorizer, got {type(est).__name__}")
+    _Terms(est.steps[0][1])  # analyzer errors before anything else
     ref = documents if reference_documents is None else _check_documents(reference_documents)
     lrp = LRPTransformer(FrozenEstimator(_unfreeze(pipeline)), target=target, **lrp_params).fit(ref)
     E = lrp.explain(documents, y=y)

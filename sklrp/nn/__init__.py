@@ -10,6 +10,8 @@
   (Eqs. (2.38)-(2.41)).
 * :class:`TorchModel` and the registry heads (``heads``): skorch nets and plain modules
   inside :class:`sklrp.LRPTransformer`.
+* :class:`MLPHead`, :func:`mlp_module` (``sklearn_mlp``): scikit-learn's ``MLPClassifier``
+  and ``MLPRegressor`` as torch networks.
 """
 
 from .canonizers import fold_batchnorm
@@ -18,6 +20,7 @@ from .engine import LRPResult, attached, forward, lrp, supported_layers
 from .graphs import GraphedLRP
 from .heads import TorchModel, TorchNetHead
 from .merge import Add, Concat
+from .sklearn_mlp import MLPHead, mlp_module
 
 __all__ = [
     "THESIS_COMPOSITE",
@@ -26,6 +29,7 @@ __all__ = [
     "Concat",
     "GraphedLRP",
     "LRPResult",
+    "MLPHead",
     "TorchModel",
     "TorchNetHead",
     "attached",
@@ -33,5 +37,6 @@ __all__ = [
     "forward",
     "lrp",
     "make_composite",
+    "mlp_module",
     "supported_layers",
 ]

@@ -33,13 +33,16 @@ What users must know
 from __future__ import annotations
 
 import contextlib
+import numbers
+import threading
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from . import layers
-from ..rules import AlphaBeta
+from ..rules import AlphaBeta, Rule
 from .composites import Composite
 from .merge import Add, Concat
 
@@ -244,6 +247,18 @@ class _Session:
         return output
 
 
+_LOCKS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_LOCKS_GUARD = threading.Lock()
+
+
+def _lock_for(model: nn.Module) -> threading.RLock:
+    with _LOCKS_GUARD:
+        lock = _LOCKS.get(model)
+        if lock is None:
+            lock = _LOCKS[model] = threading.RLock()
+        return lock
+
+
 @contextlib.contextmanager
 def attached(model: nn.Module, composite: Composite | None, relevance: bool = True, mixed=None):
     """Attach the LRP hooks to ``model`` for one forward pass; restore it afterwards.
@@ -253,7 +268,19 @@ def attached(model: nn.Module, composite: Composite | None, relevance: bool = Tr
     ``relevance=False`` the hooks only locate a terminal softmax/sigmoid. ``mixed``
     (a list of bools, one per alpha-beta layer in forward order) says which of those
     layers get inputs of both signs, instead of looking (a host synchronisation).
+
+    Hooks and flags live on the shared module, so forward passes through one module are
+    serialised by a per-module lock (threads explaining with one network take turns for
+    the forward pass; the backward passes, which only use each pass's own graph, run
+    concurrently).
     """
+    with _lock_for(model):
+        with _attached(model, composite, relevance, mixed) as session:
+            yield session
+
+
+@contextlib.contextmanager
+def _attached(model, composite, relevance, mixed):
     modules = list(model.modules())
     training = [m for m in modules if m.training]  # only these change (and are restored)
     inplace = [(m, m.inplace) for m in modules if getattr(m, "inplace", None) is True]
@@ -383,8 +410,12 @@ def lrp(model: nn.Module, x: torch.Tensor, composite: Composite, target=None) ->
 
     Raises
     ------
+    TypeError
+        When ``model``, ``x``, ``composite`` or ``target`` is not of a supported kind, or the
+        network has a layer sklrp cannot explain.
     ValueError
-        When the network output contains NaN or infinity.
+        When ``x`` does not fit the network (shape, dtype, device), ``target`` names no output,
+        or the network output contains NaN or infinity.
 
     Examples
     --------
@@ -397,10 +428,46 @@ def lrp(model: nn.Module, x: torch.Tensor, composite: Composite, target=None) ->
     >>> bool(torch.allclose(res.relevance.sum(1), res.output))
     True
     """
-    res, finite, _ = _explain(model, x, composite, target)
+    _check_arguments(model, x, composite, target)
+    try:
+        res, finite, _ = _explain(model, x, composite, target)
+    except RuntimeError as exc:  # torch's own shape/dtype errors from inside the network's forward
+        raise ValueError(f"sklrp.nn.lrp: the network failed on x of shape {tuple(x.shape)} and dtype {x.dtype}: "
+                         f"{exc}") from exc
     if not bool(finite):
         raise ValueError(_NONFINITE_OUTPUT)
     return res
+
+
+def _check_arguments(model, x, composite, target):
+    """Clear errors for :func:`lrp`'s arguments before anything runs."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"sklrp.nn.lrp: model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"sklrp.nn.lrp: x must be a torch.Tensor of shape (n, ...), got {type(x).__name__}; "
+                        "convert it with torch.as_tensor(x, dtype=<the model's dtype>)")
+    if not x.is_floating_point() or x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"sklrp.nn.lrp: x must be a floating-point tensor of shape (n, ...) with n >= 1, got "
+                         f"shape {tuple(x.shape)} and dtype {x.dtype}")
+    param = next((p for p in model.parameters() if p.is_floating_point()), None)
+    if param is not None and (param.dtype != x.dtype or param.device != x.device):
+        raise ValueError(f"sklrp.nn.lrp: x is {x.dtype} on {x.device} but the model's parameters are {param.dtype} "
+                         f"on {param.device}; use x.to(dtype={param.dtype}, device='{param.device}') or convert "
+                         "the model")
+    if not isinstance(composite, Composite):
+        hint = f" (wrap the rule: Composite({composite!r}))" if isinstance(composite, Rule) else ""
+        raise TypeError("sklrp.nn.lrp: composite must be an sklrp.nn.Composite (e.g. Composite(Epsilon()) or "
+                        f"sklrp.nn.make_composite(...)), got {type(composite).__name__}{hint}")
+    if target is None or isinstance(target, torch.Tensor):
+        return
+    if isinstance(target, str):
+        if target != "all":
+            raise ValueError(f"sklrp.nn.lrp: target must be None, an output index, 'all', or a tensor of indices "
+                             f"or weights; got {target!r}")
+        return
+    if isinstance(target, bool) or not isinstance(target, numbers.Integral):
+        raise TypeError(f"sklrp.nn.lrp: target must be None, an integer output index, 'all', or a tensor of "
+                        f"indices (n,) or weights (n, n_outputs); got {target!r}")
 
 
 def _target_weights(scores, target):
@@ -410,11 +477,16 @@ def _target_weights(scores, target):
         return torch.zeros_like(scores).scatter_(1, scores.argmax(1, keepdim=True), 1.0)
     if isinstance(target, str) and target == "all":
         return torch.ones_like(scores)
-    if isinstance(target, int):
+    if isinstance(target, numbers.Integral):
+        if not 0 <= target < k:  # a negative index would silently explain an output counted from the end
+            raise ValueError(f"target index must lie in [0, {k}) for a network with {k} outputs; got {target}")
         weights = torch.zeros_like(scores)
-        weights[:, target] = 1
+        weights[:, int(target)] = 1
         return weights
-    return _as_weights(torch.as_tensor(target, device=scores.device), k).to(scores)
+    weights = _as_weights(torch.as_tensor(target, device=scores.device), k).to(scores)
+    if weights.shape[0] != scores.shape[0]:
+        raise ValueError(f"target has {weights.shape[0]} rows but x has {scores.shape[0]} samples")
+    return weights
 
 
 def _as_weights(target, n_outputs):
@@ -424,7 +496,12 @@ def _as_weights(target, n_outputs):
     assertion (which ruins the CUDA context) instead of raising.
     """
     if target.ndim != 1:
+        if target.ndim != 2 or target.shape[1] != n_outputs:
+            raise ValueError(f"target weights must have shape (n, {n_outputs}), got {tuple(target.shape)}")
         return target
+    if target.is_floating_point() and bool((target != target.round()).any()):
+        raise ValueError("target indices must be integers; pass weights of shape (n, n_outputs) for fractional "
+                         "targets")
     idx = target.long()
     if idx.numel() and bool(((idx < 0) | (idx >= n_outputs)).any()):
         raise ValueError(f"target indices must lie in [0, {n_outputs}); got values from {idx.min().item()} to "

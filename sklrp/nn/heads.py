@@ -160,7 +160,6 @@ class TorchNetHead(Head):
             self.module = module
             self.input_shape = getattr(step, "input_shape", None) if isinstance(step, TorchModel) else None
         self._copy = None
-        self._pass = None
 
     @property
     def classes(self):
@@ -184,22 +183,26 @@ class TorchNetHead(Head):
         return x.reshape(x.shape[0], *self.input_shape) if self.input_shape is not None else x
 
     def scores(self, x, config):
-        model = self._model_for(config)
-        if torch.is_grad_enabled() and x.requires_grad:
-            # a caller differentiating the scores (e.g. sensitivity analysis) gets the plain network
-            self._pass = None
-            return engine.logits(model, self._input(x))
-        # the hooked forward pass is kept so that relevance() needs no second forward pass
-        self._pass = engine.forward(model, self._input(x), composite_from_config(config))
-        return self._pass.scores
+        # the plain network (differentiable, e.g. for sensitivity analysis); explaining runs its own
+        # hooked forward pass in decompose()
+        return engine.logits(self._model_for(config), self._input(x))
 
     def relevance(self, x, weights, scores, config):
-        fp = self._pass
-        if fp is None or fp.x.shape != self._input(x).shape:
-            fp = engine.forward(self._model_for(config), self._input(x), composite_from_config(config))
-        self._pass = None
+        fp = engine.forward(self._model_for(config), self._input(x), composite_from_config(config))
         r, b = fp.relevance(weights)
         return HeadRelevance(r.reshape(x.shape), b)
+
+    def decompose(self, x, labels, config, out=None):
+        # one hooked forward pass gives the scores and, through its graph, the relevance; it stays a
+        # local of this call, so concurrent calls on one head never see each other's pass
+        fp = engine.forward(self._model_for(config), self._input(x), composite_from_config(config))
+        scores = fp.scores
+        if labels is None:
+            labels = self.predicted(scores.detach().cpu().numpy())
+        weights = config.tensor(self.target_weights(labels, scores.shape[1]))
+        r, b = fp.relevance(weights)
+        hr = HeadRelevance(r.reshape(x.shape), b, output=(weights * scores).sum(dim=1), target=np.asarray(labels))
+        return self.spread_bias(hr, x, weights, config)
 
 
 register(lambda s: isinstance(s, torch.nn.Module), name="torch.nn.Module")(TorchNetHead)

@@ -20,6 +20,8 @@ import numpy as np
 from matplotlib.colors import Colormap, LinearSegmentedColormap
 from matplotlib.figure import Figure
 
+from ..evaluation.aopc import aopc_from_curves
+
 __all__ = [
     "COLDHOT",
     "normalize_relevance",
@@ -62,7 +64,14 @@ def _cmap(cmap) -> Colormap:
 
 
 def _finite(a, name):
-    a = np.asarray(a, dtype=float)
+    if hasattr(a, "toarray") and hasattr(a, "nnz"):  # scipy.sparse
+        a = a.toarray()
+    try:
+        a = np.asarray(a, dtype=float)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be a numeric array: {exc}") from None
+    if a.size == 0:
+        raise ValueError(f"{name} is empty (shape {a.shape}): there is nothing to draw")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{name} contains NaN or infinite values")
     return a
@@ -301,11 +310,6 @@ def heatmap_grid(relevances, images=None, *, normalize="map", ncols=None, titles
     return fig
 
 
-def _aopc_from_curve(curve):
-    """Eq. (3.7) for a mean curve ``f(x^(k))``, k = 0..L: mean of f(x^(0)) - f(x^(k))."""
-    return float(np.mean(curve[0] - curve))
-
-
 def plot_perturbation_curves(curves, *, aopc=None, ax=None, xlabel="perturbation steps",
                              ylabel="f(x) after perturbation", title=None, relative=False):
     """Plot perturbation curves (MoRF, LeRF, random) with their AOPC in the legend.
@@ -346,7 +350,7 @@ def plot_perturbation_curves(curves, *, aopc=None, ax=None, xlabel="perturbation
             c = c.mean(axis=0)
         if c.ndim != 1 or c.size < 1:
             raise ValueError(f"curve {name!r} must have shape (L+1,) or (n_samples, L+1), got {np.shape(curve)}")
-        score = aopc.get(name, _aopc_from_curve(c))
+        score = aopc.get(name, aopc_from_curves(c))
         y = c[0] - c if relative else c
         ax.plot(np.arange(c.size), y, marker="o" if c.size <= 30 else None, ms=3,
                 label=f"{name} (AOPC {float(score):.3f})")
