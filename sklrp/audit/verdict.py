@@ -132,7 +132,7 @@ def candidate_regions(image_shape, *, max_grid=32, window_sizes=(1, 2, 3, 4)):
     >>> from sklrp.audit.verdict import candidate_regions
     >>> regions, cells, factor = candidate_regions((8, 8), window_sizes=(2,))
     >>> factor, cells.shape, regions[0].text
-    (1, (63, 8, 8), '2x2 window at rows 0-1, cols 0-1 (top-left corner)')
+    (1, (63, 8, 8), 'the 2x2 window at rows 0-1, cols 0-1 (top-left corner)')
     """
     H, W = int(image_shape[0]), int(image_shape[1])
     f = _pool_factor((H, W), max_grid)
@@ -157,8 +157,11 @@ def candidate_regions(image_shape, *, max_grid=32, window_sizes=(1, 2, 3, 4)):
                 side = s * f
                 r0, r1 = r * f, min(H, (r + s) * f) - 1
                 c0, c1 = c * f, min(W, (c + s) * f) - 1
-                add("window", m, f"{side}x{side} window at rows {{r0}}-{{r1}}, cols {{c0}}-{{c1}} "
-                                 f"({_place(r0, r1, c0, c1, H, W)})")
+                place = _place(r0, r1, c0, c1, H, W)
+                if side == 1:
+                    add("window", m, f"the pixel at row {{r0}}, col {{c0}} ({place})")
+                else:
+                    add("window", m, f"the {side}x{side} window at rows {{r0}}-{{r1}}, cols {{c0}}-{{c1}} ({place})")
     for b in (1, 2):
         if 2 * b >= min(h, w):
             continue
@@ -194,12 +197,27 @@ def _quantile_sorted(S, lo, hi, q):
     return S[lo + min(m - 1, max(0, int(round((1.0 - q) * (m - 1)))))]
 
 
-def _best_subgroup(Fc, o_lo, o_hi, kmin, q, min_share):
-    """Best (score, k, region) over splits k in [kmin, n - kmin] of the descending-sorted shares."""
+def _separation(a, b, o, q):
+    """Separation index of carriers ``a`` from the rest ``b`` and from the other classes ``o`` (1-D shares)."""
+    a_lo, a_hi = np.quantile(a, q), np.quantile(a, 1 - q)
+    b_lo, b_hi = np.quantile(b, q), np.quantile(b, 1 - q)
+    o_lo, o_hi = np.quantile(o, q), np.quantile(o, 1 - q)
+    s = min((a_lo - b_hi) / max(a_hi - b_lo, 1e-12), (a_lo - o_hi) / max(a_hi - o_lo, 1e-12))
+    return float(s), (float(a_lo), float(a_hi), float(b_hi), float(o_hi))
+
+
+def _best_subgroup(Fc, Fo, kmin, q, min_share, n_candidates=20):
+    """The most separated subgroup: (score, region, carriers, (a_lo, a_hi, b_hi, o_hi), threshold) or None.
+
+    A scan over regions and splits ``k`` in ``[kmin, n - kmin]`` of the maps sorted by their share
+    finds candidate regions (nearest-rank quantiles, vectorised over regions); for the best
+    ``n_candidates`` of them the carriers are the maps above the midpoint of the gap, and the
+    separation index is recomputed for exactly these groups (both at least ``kmin`` maps).
+    """
     n = Fc.shape[0]
-    order = np.argsort(-Fc, axis=0, kind="stable")
-    S = np.take_along_axis(Fc, order, axis=0)
-    best = (-np.inf, None, None, None)
+    S = -np.sort(-Fc, axis=0)
+    o_lo, o_hi = np.quantile(Fo, q, axis=0), np.quantile(Fo, 1 - q, axis=0)
+    best_s = np.full(Fc.shape[1], -np.inf)
     for k in range(kmin, n - kmin + 1):
         a_lo, a_hi = _quantile_sorted(S, 0, k, q), _quantile_sorted(S, 0, k, 1 - q)
         b_lo, b_hi = _quantile_sorted(S, k, n, q), _quantile_sorted(S, k, n, 1 - q)
@@ -207,15 +225,27 @@ def _best_subgroup(Fc, o_lo, o_hi, kmin, q, min_share):
             s_b = (a_lo - b_hi) / np.maximum(a_hi - b_lo, 1e-12)
             s_o = (a_lo - o_hi) / np.maximum(a_hi - o_lo, 1e-12)
         s = np.where(a_lo >= min_share, np.minimum(s_b, s_o), -np.inf)
-        r = int(np.argmax(s))
-        if s[r] > best[0]:
-            best = (float(s[r]), k, r, (float(a_lo[r]), float(a_hi[r]), float(b_hi[r]), float(o_hi[r])))
-    if best[1] is None:
-        return best, None
-    # carriers: the maps above the midpoint of the gap (the split k is only where the gap is widest)
-    a_lo, _, b_hi, o_hi = best[3]
-    threshold = 0.5 * (a_lo + max(b_hi, o_hi))
-    return best + (threshold,), np.flatnonzero(Fc[:, best[2]] > threshold)
+        best_s = np.maximum(best_s, s)
+    best = None
+    for r in np.argsort(-best_s, kind="stable")[:n_candidates]:
+        if not np.isfinite(best_s[r]):
+            break
+        f = Fc[:, r]
+        top = np.sort(f)[::-1]
+        # the split with the widest gap between neighbours among the admissible k
+        ks = np.arange(kmin, n - kmin + 1)
+        k = int(ks[np.argmax(top[ks - 1] - top[ks])])
+        threshold = 0.5 * (top[k - 1] + top[k])
+        carriers = np.flatnonzero(f > threshold)
+        if not kmin <= carriers.size <= n - kmin:
+            continue
+        rest = np.setdiff1d(np.arange(n), carriers)
+        score, q4 = _separation(f[carriers], f[rest], Fo[:, r], q)
+        if q4[0] < min_share:
+            continue
+        if best is None or score > best[0]:
+            best = (score, int(r), carriers, q4, float(threshold))
+    return best
 
 
 def _normal_sf(z):
@@ -266,7 +296,7 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
     >>> findings = shortcut_scan(R, y)
     >>> f = findings[0]
     >>> f.label, f.flagged, f.n_carriers, f.region.text
-    (0, True, 15, '1x1 window at rows 0-0, cols 7-7 (top-right corner)')
+    (0, True, 15, 'the pixel at row 0, col 7 (top-right corner)')
     """
     R = np.asarray(relevance, dtype=float)
     if R.ndim == 4:
@@ -295,13 +325,13 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
         finding = ClassFinding(label=c.item() if hasattr(c, "item") else c, n_maps=int(len(in_c)), score=-1.0,
                                n_excluded=int((~keep).sum()))
         if Fo.shape[0] and 2 * kmin <= n:
-            o_lo, o_hi = np.quantile(Fo, quantile, axis=0), np.quantile(Fo, 1 - quantile, axis=0)
-            (score, k, r, q4, *thr), carriers = _best_subgroup(Fc, o_lo, o_hi, kmin, quantile, min_share)
-            if carriers is not None:
+            best = _best_subgroup(Fc, Fo, kmin, quantile, min_share)
+            if best is not None:
+                score, r, carriers, q4, threshold = best
                 finding.score = score
                 finding.region = regions[r]
                 finding.carriers = np.flatnonzero(keep)[carriers]
-                finding.threshold = thr[0]
+                finding.threshold = threshold
                 finding.carrier_share = (q4[0], q4[1])
                 finding.rest_share_90, finding.others_share_90 = q4[2], q4[3]
         findings.append(finding)
