@@ -179,7 +179,7 @@ def _aopc(name, lrp, Xm, R, tgt, shape, save, notes, *, n_jobs, n_steps, region_
         xlabel=(f"perturbation steps ({region_size}x{region_size} regions, {perturbation})" if image
                 else f"perturbation steps (features, {perturbation})"))
     ax.figure.set_size_inches(7.5, 3.6)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    legend_outside(ax)
     return {"scores": res["scores"], "comparisons": res["comparisons"], "n_samples": int(len(X)),
             "n_steps": n_steps, "region_size": region_size, "n_regions": n_regions, "perturbation": perturbation,
             "warning": warning,
@@ -188,6 +188,13 @@ def _aopc(name, lrp, Xm, R, tgt, shape, save, notes, *, n_jobs, n_steps, region_
                       "features") + f", replaced by {PERTURBATIONS[perturbation]}; random order: mean of "
                       f"10 orders per sample.",
             "fig_curves": save(ax.figure, f"{name}_aopc.png")}
+
+
+def legend_outside(ax):
+    """Move an axes' legend to the right of the plot, where it covers no data."""
+    if ax.get_legend() is not None:
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    return ax
 
 
 def _relevance_figures(name, maps, R, tgt, out, shape, save, feature_names):
@@ -367,7 +374,10 @@ def audit(models, X, y=None, masks=None, *, out="audit-report", image_shape=None
             return fname
 
         sections = []
-        with warnings.catch_warnings():
+        from joblib import parallel_config
+
+        # joblib's temporary files (if any) live in the run's own folder, never in /dev/shm
+        with warnings.catch_warnings(), parallel_config(temp_folder=ws.path):
             warnings.simplefilter("ignore", FutureWarning)
             for name, model in models.items():
                 sections.append(_audit_model(

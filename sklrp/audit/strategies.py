@@ -154,9 +154,10 @@ def strategies_section(name, maps, images, groups, image_shape, save, notes, *, 
         fig = plotting.plot_class_spectra({str(k): v for k, v in spectra.items()},
                                           highlight=[str(f) for f in flagged],
                                           title=f"{name}: smallest eigenvalues of L_sym per class (SpRAy)")
+        from .run import legend_outside
+
         for ax in fig.axes:
-            if ax.get_legend() is not None:  # beside the bars, not over them
-                ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+            legend_outside(ax)  # beside the bars, not over them
         out["fig_class_spectra"] = save(fig, f"{name}_class_spectra.png")
     show = [f for f in findings if (f.flagged or f.rank == 1) and f.region is not None]
     embeddings = {}

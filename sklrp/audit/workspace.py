@@ -43,8 +43,10 @@ def check_out(out):
     parent = os.path.dirname(out)
     if not os.path.isdir(parent):
         raise AuditError(f"parent directory of --out does not exist: {parent}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise AuditError(f"cannot write to the parent directory of --out: {parent} (permission denied)")
+    try:  # the only reliable test (root, read-only file systems): create and remove a folder
+        os.rmdir(tempfile.mkdtemp(prefix=f"{PREFIX}{os.getpid()}-", dir=parent))
+    except OSError as exc:
+        raise AuditError(f"cannot write to the parent directory of --out: {parent} ({exc.strerror})") from None
     return out
 
 
