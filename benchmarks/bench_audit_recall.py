@@ -208,13 +208,14 @@ def summarise(rows):
                     old_recall=[r["old_flag"] or r["old_top"] for r in relying], old_ffr=[r["old_flag"] for r in clean])
         for k, v in cols.items():
             totals.setdefault(key[0], {}).setdefault(k, []).extend(v)
-        print(f"{key[0]:<12}{key[1]:<8}{key[2]:<8}{rel:>9.2f}  {rate(cols['recall']):>10}  {rate(cols['flagged']):>10}  "
-              f"{rate(cols['recall_all']):>11}  {rate(cols['ffr']):>12}  {rate(cols['old_recall']):>10}  "
-              f"{rate(cols['old_ffr']):>12}")
+        print(f"{key[0]:<12}{key[1]:<8}{key[2]:<8}{rel:>9.2f}  " + _cells(cols, rate))
     for split, cols in totals.items():
-        print(f"{split:<12}{'all':<8}{'':<8}{'':>9}  {rate(cols['recall']):>10}  {rate(cols['flagged']):>10}  "
-              f"{rate(cols['recall_all']):>11}  {rate(cols['ffr']):>12}  {rate(cols['old_recall']):>10}  "
-              f"{rate(cols['old_ffr']):>12}")
+        print(f"{split:<12}{'all':<8}{'':<8}{'':>9}  " + _cells(cols, rate))
+
+
+def _cells(cols, rate):
+    widths = dict(recall=10, flagged=10, recall_all=11, ffr=12, old_recall=10, old_ffr=12)
+    return "  ".join(f"{rate(cols[k]):>{w}}" for k, w in widths.items())
 
 
 def main():

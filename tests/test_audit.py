@@ -17,7 +17,7 @@ from sklearn.svm import SVC  # noqa: E402
 
 from sklrp.audit import audit, reliance_probe, shortcut_scan  # noqa: E402
 from sklrp.audit.quality import paired_difference, perturbation_quality  # noqa: E402
-from sklrp.audit.run import legend_outside  # noqa: E402
+from sklrp.audit.figures import legend_outside  # noqa: E402
 from sklrp.audit.verdict import candidate_regions  # noqa: E402
 from sklrp.datasets import plant_shortcut  # noqa: E402
 from sklrp.kernels import intersection_kernel  # noqa: E402
@@ -144,7 +144,6 @@ def test_legend_outside_covers_no_data():
     ax.plot([0, 1], [0, 1], label="a")
     ax.legend()
     legend_outside(ax)
-    fig.canvas.draw() if hasattr(fig.canvas, "draw") else None
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = FigureCanvasAgg(fig)

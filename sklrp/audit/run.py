@@ -13,6 +13,7 @@ import warnings
 import numpy as np
 
 from .errors import AuditError
+from .figures import legend_outside
 from .inputs import aopc_setup, image_shape_of, is_image
 from .quality import PERTURBATIONS, context_section, perturbation_quality
 from .strategies import strategies_section
@@ -188,13 +189,6 @@ def _aopc(name, lrp, Xm, R, tgt, shape, save, notes, *, n_jobs, n_steps, region_
                       "features") + f", replaced by {PERTURBATIONS[perturbation]}; random order: mean of "
                       f"10 orders per sample.",
             "fig_curves": save(ax.figure, f"{name}_aopc.png")}
-
-
-def legend_outside(ax):
-    """Move an axes' legend to the right of the plot, where it covers no data."""
-    if ax.get_legend() is not None:
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
-    return ax
 
 
 def _relevance_figures(name, maps, R, tgt, out, shape, save, feature_names):

@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from .figures import legend_outside
 from .verdict import reliance_probe, shortcut_scan
 from .workspace import parallel
 
@@ -154,8 +155,6 @@ def strategies_section(name, maps, images, groups, image_shape, save, notes, *, 
         fig = plotting.plot_class_spectra({str(k): v for k, v in spectra.items()},
                                           highlight=[str(f) for f in flagged],
                                           title=f"{name}: smallest eigenvalues of L_sym per class (SpRAy)")
-        from .run import legend_outside
-
         for ax in fig.axes:
             legend_outside(ax)  # beside the bars, not over them
         out["fig_class_spectra"] = save(fig, f"{name}_class_spectra.png")
