@@ -16,7 +16,9 @@ Printed per split, data set and model:
   trained without the cue (Section 6.3.1's verification, automated). A model "relies" when this
   is at least 0.2.
 * ``recall``: the planted class is flagged (p <= 0.05) or ranked first, among relying models;
-  ``flagged``: flagged only.
+  ``flagged``: flagged only; ``located``: found (flagged or first) *and* at least half of the
+  subgroup the report shows carries the cue (the evidence points at the right images);
+  ``recall(all)``: found, over all planted models whether they rely on the cue or not.
 * ``FFR``: false-flag rate per clean class (all classes of clean models and the other classes of
   planted models).
 * the same for the rule the audit used before: SpRAy's eigengap choosing more than one cluster
@@ -162,11 +164,14 @@ def run_setting(data, kind, shortcut, seed, split):
     old_flags, old_top = spray_rule(R, y[te])
     rows = []
     for f in findings:
+        # the subgroup found is the planted one: most carriers carry the cue
+        in_c = planted[te][y[te] == f.label]
+        located = f.carriers is not None and f.n_carriers > 0 and in_c[f.carriers].mean() >= 0.5
         rows.append(dict(split=split, data=data, model=kind, seed=seed,
                          cue=None if shortcut is None else "{kind}{size}".format(size=shortcut.get("size", ""),
                                                                                  kind=shortcut["kind"]),
                          cls=f.label, planted=shortcut is not None and f.label == target, reliance=reliance,
-                         flagged=f.flagged, top=f.rank == 1, p=f.p_value, score=f.score,
+                         flagged=f.flagged, top=f.rank == 1, p=f.p_value, score=f.score, located=bool(located),
                          old_flag=f.label in old_flags, old_top=f.label == old_top, acc=acc,
                          seconds=time.perf_counter() - t0))
     return rows
@@ -193,7 +198,7 @@ def summarise(rows):
     for r in rows:
         groups.setdefault((r["split"], r["data"], r["model"]), []).append(r)
     head = (f"{'split':<12}{'data':<8}{'model':<8}{'reliance':>9}  {'recall':>10}  {'flagged':>10}  "
-            f"{'recall(all)':>11}  {'FFR':>12}  {'old recall':>10}  {'old FFR':>12}")
+            f"{'located':>10}  {'recall(all)':>11}  {'FFR':>12}  {'old recall':>10}  {'old FFR':>12}")
     print(head)
     print("-" * len(head))
     totals = {}
@@ -204,6 +209,7 @@ def summarise(rows):
         clean = [r for r in rs if not r["planted"]]
         rel = np.median([r["reliance"] for r in planted]) if planted else float("nan")
         cols = dict(recall=[r["flagged"] or r["top"] for r in relying], flagged=[r["flagged"] for r in relying],
+                    located=[(r["flagged"] or r["top"]) and r["located"] for r in relying],
                     recall_all=[r["flagged"] or r["top"] for r in planted], ffr=[r["flagged"] for r in clean],
                     old_recall=[r["old_flag"] or r["old_top"] for r in relying], old_ffr=[r["old_flag"] for r in clean])
         for k, v in cols.items():
@@ -214,7 +220,7 @@ def summarise(rows):
 
 
 def _cells(cols, rate):
-    widths = dict(recall=10, flagged=10, recall_all=11, ffr=12, old_recall=10, old_ffr=12)
+    widths = dict(recall=10, flagged=10, located=10, recall_all=11, ffr=12, old_recall=10, old_ffr=12)
     return "  ".join(f"{rate(cols[k]):>{w}}" for k, w in widths.items())
 
 
@@ -225,6 +231,7 @@ def main():
     parser.add_argument("--split", choices=["development", "held-out", "both"], default="both")
     parser.add_argument("--data", default="digits,hans,shapes")
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--progress", action="store_true", help="joblib progress messages on stderr")
     args = parser.parse_args()
     from joblib import Parallel, delayed
 
@@ -235,7 +242,7 @@ def main():
         datas, models, seeds_dev, seeds_held = ["digits"], ["linear", "hik"], range(1), range(100, 101)
     todo = settings(splits, datas, models, seeds_dev, seeds_held, args.quick)
     t0 = time.perf_counter()
-    results = Parallel(n_jobs=args.n_jobs, verbose=0)(delayed(run_setting)(*s) for s in todo)
+    results = Parallel(n_jobs=args.n_jobs, verbose=5 if args.progress else 0)(delayed(run_setting)(*s) for s in todo)
     rows = [r for rs in results for r in rs]
     print(f"{len(todo)} trained models, {len(rows)} class verdicts in {time.perf_counter() - t0:.0f} s "
           f"(n_jobs={args.n_jobs})")
