@@ -102,6 +102,24 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         samples searched for a root point (Eqs. (2.75)-(2.76)).
     root_tol : float, default=1e-6
         Taylor decompositions: root points satisfy ``|f(x~)| <= root_tol``.
+    taylor : {"exact", "first_order"}, default="exact"
+        Taylor decompositions: ``"exact"`` integrates the gradient along the segment from the
+        root point ``x~`` to ``x`` (the integral form of the Taylor remainder), so the relevance
+        sums to ``f(x) - f(x~)`` up to ``taylor_tol``; ``"first_order"`` is the thesis'
+        ``R_d = (x - x~)_d df/dx_d(x~)`` (Eq. (2.76)), whose remainder stays in the residual.
+    taylor_tol : float, default=1e-8
+        ``taylor="exact"``: the quadrature refines until ``|f(x) - f(x~) - sum_d R_d|`` is at most
+        ``taylor_tol * |f(x)|``; in (0, 1).
+    taylor_max_nodes : int, default=256
+        ``taylor="exact"``: most Gauss-Legendre nodes per sample (doubling from 8); 1 to 1024.
+    taylor_reference : {"root", "mean"}, default="root"
+        Where Taylor decompositions expand: ``"root"``, a root point ``x~`` on the decision
+        boundary near ``x`` (Eqs. (2.75)-(2.76)), so relevance explains why ``x`` lies on its
+        side of the boundary; ``"mean"``, the training mean ``x_bar`` (beyond the thesis: the
+        integrated gradient from the average sample), so relevance explains ``f(x) - f(x_bar)``
+        and ``f(x_bar)`` is the bias part. Both are exactly conservative with
+        ``taylor="exact"``. ``"mean"`` answers "what makes this sample differ from a typical
+        one", the question mean-replacement AOPC and KernelSHAP ask; see the SVM guide.
     verbose : bool, default=False
         Show a progress bar over batches.
 
@@ -156,6 +174,10 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         batch_size=1024,
         n_root_candidates=50,
         root_tol=1e-6,
+        taylor="exact",
+        taylor_tol=1e-8,
+        taylor_max_nodes=256,
+        taylor_reference="root",
         verbose=False,
     ):
         self.estimator = estimator
@@ -175,6 +197,10 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         self.batch_size = batch_size
         self.n_root_candidates = n_root_candidates
         self.root_tol = root_tol
+        self.taylor = taylor
+        self.taylor_tol = taylor_tol
+        self.taylor_max_nodes = taylor_max_nodes
+        self.taylor_reference = taylor_reference
         self.verbose = verbose
 
     _parameter_constraints: dict = {
@@ -195,6 +221,10 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "n_root_candidates": [Interval(Integral, 1, None, closed="left")],
         "root_tol": [Interval(Real, 0, None, closed="neither")],
+        "taylor": [StrOptions({"exact", "first_order"})],
+        "taylor_reference": [StrOptions({"root", "mean"})],
+        "taylor_tol": [Interval(Real, 0, 1, closed="neither")],
+        "taylor_max_nodes": [Interval(Integral, 1, None, closed="left")],  # upper bound: sklrp.svm
         "verbose": ["verbose"],
     }
 
@@ -211,6 +241,8 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
             conv_rule=None if self.conv_rule is None else self._make_rule(self.conv_rule),
             input_rule=None if self.input_rule is None else self._make_rule(self.input_rule),
             flat_depth=self.flat_depth, n_root_candidates=self.n_root_candidates, root_tol=self.root_tol,
+            taylor=self.taylor, taylor_tol=self.taylor_tol, taylor_max_nodes=self.taylor_max_nodes,
+            taylor_reference=self.taylor_reference,
             batch_size=self.batch_size, bias=self.bias,
         )
 

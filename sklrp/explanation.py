@@ -42,8 +42,10 @@ class Explanation:
         decompositions.
     taylor_remainder : ndarray of shape (n_samples,)
         The part of ``residual`` that a Taylor decomposition of the explained model leaves
-        out by construction (the higher-order terms and ``f(x~)`` of Eq. (2.75)); zero for
-        exact decompositions.
+        out by construction: the higher-order terms of Eq. (2.75) for the first-order
+        expansion, the quadrature error of the exact path integral; zero for exact
+        decompositions. (The model's value at the root point, ``f(x~)``, is reported in
+        ``bias_relevance``.)
     root_point : ndarray or None
         For Taylor decompositions (Eqs. (2.75)-(2.76)): the root point ``x~`` in the
         input space of the explained model step, else None.

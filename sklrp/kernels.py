@@ -21,7 +21,15 @@ string kernels of ``SVC`` (``"linear"``, ``"rbf"``, ``"poly"``, ``"sigmoid"``).
 Your own kernel: subclass :class:`Kernel` and implement ``per_dimension`` (then it is
 sum-decomposable and explained exactly) or ``matrix`` (then it is explained by Taylor
 decomposition, with a gradient from torch autograd unless you override ``gradient``),
-or wrap an element-wise torch function with :class:`PerDimensionKernel`.
+or wrap an element-wise torch function with :class:`PerDimensionKernel`. Override
+``check_params`` to reject invalid parameters and ``check_input`` to reject inputs
+outside the kernel's domain.
+
+Kernels that depend on ``x`` only through ``<s, x>``, ``||x||^2`` and ``||s||^2``
+(linear, RBF, polynomial, sigmoid) set ``uses_products`` and implement
+``from_products`` and ``product_derivatives``: a root search along a segment and the
+path integral of the exact Taylor decomposition then cost ``O(n_support)`` per point
+instead of ``O(n_support * d)``.
 
 Conventions: sklearn's RBF is ``exp(-gamma ||x - y||^2)``, so Eq. (A.4)'s
 ``1 / sigma^2`` is ``gamma`` here; the chi2 kernels follow
@@ -91,8 +99,11 @@ class Kernel:
     # -- parameters (scikit-learn style, so SVC's get_params/clone handle kernel objects) ----
     @classmethod
     def _param_names(cls):
+        if cls.__init__ is object.__init__:
+            return []  # no __init__ of its own: no parameters
         sig = inspect.signature(cls.__init__)
-        return [p for p in sig.parameters if p != "self"]
+        return [name for name, p in sig.parameters.items()
+                if name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
     def get_params(self, deep=True):
         """Parameters of this kernel (``deep`` is accepted for scikit-learn compatibility).
@@ -138,10 +149,13 @@ class Kernel:
         """True when the kernel has a gradient in its second argument (Eq. (2.75))."""
         return type(self).gradient is not Kernel.gradient or type(self).matrix is not Kernel.matrix
 
-    def _check_params(self):
+    #: True when ``k(x, x)`` is the same constant (1) for every ``x`` (RBF, exponential chi2).
+    unit_diagonal = False
+
+    def check_params(self):
         """Validate parameters; raise ValueError naming the bad one."""
 
-    def _check_input(self, X, name="X"):
+    def check_input(self, X, name="X"):
         """Raise ValueError for inputs outside the kernel's domain."""
 
     # -- the kernel --------------------------------------------------------------------------
@@ -179,13 +193,13 @@ class Kernel:
         -------
         K : ndarray of shape (n_samples_X, n_samples_Y)
         """
-        self._check_params()
+        self.check_params()
         X = check_array(X, dtype=np.float64)
         Y = X if Y is None else check_array(Y, dtype=np.float64)
         if X.shape[1] != Y.shape[1]:
             raise ValueError(f"X has {X.shape[1]} features but Y has {Y.shape[1]}")
-        self._check_input(X, "X")
-        self._check_input(Y, "Y")
+        self.check_input(X, "X")
+        self.check_input(Y, "Y")
         # torch wants writable buffers (read-only memmaps are copied)
         X, Y = np.require(X, requirements="W"), np.require(Y, requirements="W")
         with torch.no_grad():
@@ -214,9 +228,28 @@ class Kernel:
         """
         with torch.enable_grad():
             x = X.detach().clone().requires_grad_(True)
-            value = (self.matrix(x, S) * coef).sum()
-            (grad,) = torch.autograd.grad(value, x)
+            try:
+                value = (self.matrix(x, S) * coef).sum()
+                (grad,) = torch.autograd.grad(value, x)
+            except (RuntimeError, TypeError) as exc:
+                raise TypeError(
+                    f"{type(self).__name__} has no gradient: torch autograd cannot differentiate its matrix() "
+                    f"({exc}). Write matrix() with differentiable torch operations, or implement "
+                    "gradient(X, S, coef) (Eq. (2.75) needs d k(s, x) / dx)."
+                ) from None
         return grad
+
+    def diagonal(self, X: torch.Tensor) -> torch.Tensor:
+        """``k(x_n, x_n)`` for every row of ``X``; shape ``(n,)``."""
+        if self.unit_diagonal:
+            return X.new_ones(X.shape[0])
+        if self.is_sum_decomposable:
+            return self.per_dimension(X, X).sum(1)
+        if self.uses_products:
+            sq = (X * X).sum(1)
+            return self.from_products(sq, sq, sq)
+        return torch.stack([self.matrix(X[i:i + 1], X[i:i + 1])[0, 0] for i in range(X.shape[0])]) \
+            if X.shape[0] else X.new_zeros(0)
 
     # Kernels depending on x only through <s, x> and ||x||^2 set this, so a root search
     # along a segment costs O(n_support) per evaluation instead of O(n_support * d).
@@ -225,6 +258,20 @@ class Kernel:
     def from_products(self, dot, x_sq, s_sq):  # pragma: no cover - only for uses_products
         """The kernel value from ``<s, x>``, ``||x||^2`` and ``||s||^2``."""
         raise NotImplementedError
+
+    def product_derivatives(self, dot, x_sq, s_sq):
+        """``(dk/d<s, x>, dk/d||x||^2)`` of a ``uses_products`` kernel, element-wise.
+
+        The gradient in ``x`` is then ``dk/d<s,x> * s + 2 dk/d||x||^2 * x``. The default
+        differentiates :meth:`from_products` with torch autograd.
+        """
+        with torch.enable_grad():
+            dot = dot.detach().clone().requires_grad_(True)
+            x_sq = x_sq.detach().expand_as(dot).clone().requires_grad_(True)
+            value = self.from_products(dot, x_sq, s_sq).sum()
+            d_dot, d_sq = torch.autograd.grad(value, (dot, x_sq), allow_unused=True)
+        zero = torch.zeros_like(dot)
+        return (zero if d_dot is None else d_dot), (zero if d_sq is None else d_sq)
 
 
 class PerDimensionKernel(Kernel):
@@ -253,7 +300,7 @@ class PerDimensionKernel(Kernel):
     def __init__(self, term):
         self.term = term
 
-    def _check_params(self):
+    def check_params(self):
         if not callable(self.term):
             raise ValueError(f"PerDimensionKernel needs a callable term, got {self.term!r}")
 
@@ -290,6 +337,9 @@ class LinearKernel(Kernel):
 
     def from_products(self, dot, x_sq, s_sq):
         return dot
+
+    def product_derivatives(self, dot, x_sq, s_sq):
+        return torch.ones_like(dot), torch.zeros_like(dot)
 
 
 class _SortedIntersectionSums:
@@ -359,7 +409,7 @@ class AdditiveChi2Kernel(Kernel):
     def __init__(self):
         pass
 
-    def _check_input(self, X, name="X"):
+    def check_input(self, X, name="X"):
         _check_non_negative(X, name, type(self).__name__)
 
     def per_dimension(self, x, y):
@@ -385,13 +435,15 @@ class Chi2Kernel(Kernel):
     array([[0.606531]])
     """
 
+    unit_diagonal = True
+
     def __init__(self, gamma=1.0):
         self.gamma = gamma
 
-    def _check_params(self):
+    def check_params(self):
         _check_positive(self.gamma, "gamma", type(self).__name__)
 
-    def _check_input(self, X, name="X"):
+    def check_input(self, X, name="X"):
         _check_non_negative(X, name, type(self).__name__)
 
     def matrix(self, X, Y):
@@ -429,15 +481,20 @@ class RBFKernel(Kernel):
     """
 
     uses_products = True
+    unit_diagonal = True
 
     def __init__(self, gamma=1.0):
         self.gamma = gamma
 
-    def _check_params(self):
+    def check_params(self):
         _check_positive(self.gamma, "gamma", type(self).__name__)
 
     def from_products(self, dot, x_sq, s_sq):
         return torch.exp(-self.gamma * (x_sq - 2 * dot + s_sq).clamp(min=0))
+
+    def product_derivatives(self, dot, x_sq, s_sq):
+        k = self.from_products(dot, x_sq, s_sq)
+        return 2 * self.gamma * k, -self.gamma * k
 
     def matrix(self, X, Y):
         return self.from_products(X @ Y.T, (X * X).sum(1, keepdim=True), (Y * Y).sum(1)[None, :])
@@ -453,8 +510,11 @@ class PolynomialKernel(Kernel):
     Parameters
     ----------
     gamma : float, default=1.0
+        Non-negative, as ``SVC``'s.
     degree : int, default=3
+        A non-negative integer.
     coef0 : float, default=0.0
+        Finite.
 
     Examples
     --------
@@ -470,13 +530,30 @@ class PolynomialKernel(Kernel):
         self.degree = degree
         self.coef0 = coef0
 
+    def check_params(self):
+        owner = type(self).__name__
+        _check_non_negative_number(self.gamma, "gamma", owner)
+        degree = self.degree
+        if (not isinstance(degree, numbers.Real) or isinstance(degree, bool) or not np.isfinite(degree)
+                or degree < 0 or int(degree) != degree):
+            raise ValueError(f"{owner}: degree must be a non-negative integer, got {degree!r}")
+        _check_finite_number(self.coef0, "coef0", owner)
+
     def from_products(self, dot, x_sq, s_sq):
         return (self.gamma * dot + self.coef0) ** self.degree
+
+    def product_derivatives(self, dot, x_sq, s_sq):
+        if self.degree == 0:
+            return torch.zeros_like(dot), torch.zeros_like(dot)
+        base = self.gamma * dot + self.coef0
+        return self.degree * self.gamma * base ** (self.degree - 1), torch.zeros_like(dot)
 
     def matrix(self, X, Y):
         return (self.gamma * (X @ Y.T) + self.coef0) ** self.degree
 
     def gradient(self, X, S, coef):
+        if self.degree == 0:
+            return torch.zeros_like(X)
         base = self.gamma * (X @ S.T) + self.coef0
         return (coef * self.degree * self.gamma * base ** (self.degree - 1)) @ S
 
@@ -487,7 +564,9 @@ class SigmoidKernel(Kernel):
     Parameters
     ----------
     gamma : float, default=1.0
+        Non-negative, as ``SVC``'s.
     coef0 : float, default=0.0
+        Finite.
 
     Examples
     --------
@@ -503,8 +582,17 @@ class SigmoidKernel(Kernel):
         self.gamma = gamma
         self.coef0 = coef0
 
+    def check_params(self):
+        owner = type(self).__name__
+        _check_non_negative_number(self.gamma, "gamma", owner)
+        _check_finite_number(self.coef0, "coef0", owner)
+
     def from_products(self, dot, x_sq, s_sq):
         return torch.tanh(self.gamma * dot + self.coef0)
+
+    def product_derivatives(self, dot, x_sq, s_sq):
+        k = torch.tanh(self.gamma * dot + self.coef0)
+        return self.gamma * (1 - k * k), torch.zeros_like(dot)
 
     def matrix(self, X, Y):
         return torch.tanh(self.gamma * (X @ Y.T) + self.coef0)
@@ -519,11 +607,31 @@ def _check_positive(value, name, owner):
         raise ValueError(f"{owner}: {name} must be a positive finite number, got {value!r}")
 
 
+def _check_non_negative_number(value, name, owner):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value) or value < 0:
+        raise ValueError(f"{owner}: {name} must be a non-negative finite number, got {value!r}")
+
+
+def _check_finite_number(value, name, owner):
+    if not isinstance(value, numbers.Real) or isinstance(value, bool) or not np.isfinite(value):
+        raise ValueError(f"{owner}: {name} must be a finite number, got {value!r}")
+
+
 def _check_non_negative(X, name, owner):
-    values = X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else np.asarray(X)
-    if values.size and values.min() < 0:
+    # rounding-level negatives (e.g. -1e-17 from a MinMaxScaler replayed in another order of
+    # operations) are accepted: they are zeros up to the arithmetic that produced them
+    if isinstance(X, torch.Tensor):
+        if X.numel() == 0:
+            return
+        low, scale = float(X.min()), float(X.abs().max())
+    else:
+        values = np.asarray(X)
+        if values.size == 0:
+            return
+        low, scale = float(values.min()), float(np.abs(values).max())
+    if low < -1e-12 * max(1.0, scale):
         raise ValueError(f"{owner} is defined for non-negative features (histograms); {name} has "
-                         f"negative values (min {values.min():.3g}). Scale features to be >= 0, e.g. "
+                         f"negative values (min {low:.3g}). Scale features to be >= 0, e.g. "
                          "with MinMaxScaler.")
 
 

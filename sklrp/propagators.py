@@ -47,7 +47,10 @@ class RuleConfig:
     ``rule`` applies to every linear-type step. ``conv_rule``, ``input_rule`` and
     ``flat_depth`` refine it for torch networks (``sklrp.nn``: a rule per layer kind,
     flat bottom layers, Section 5.4.2); ``n_root_candidates`` and ``root_tol`` steer
-    root-point Taylor decompositions (Eqs. (2.75)-(2.76)). ``dtype`` and ``device`` are
+    root-point Taylor decompositions (Eqs. (2.75)-(2.76)), ``taylor`` chooses between the
+    first-order expansion (``"first_order"``, Eq. (2.76)) and its exact path-integral form
+    (``"exact"``, to ``taylor_tol`` relative to ``|f(x)|`` with at most ``taylor_max_nodes``
+    quadrature nodes per sample). ``dtype`` and ``device`` are
     the torch settings all tensors of one explanation use; ``bias`` is the bias mode
     of Eqs. (2.72)-(2.74); ``batch_size`` bounds the samples per batch.
     :class:`sklrp.LRPTransformer` validates its parameters before building one.
@@ -61,6 +64,10 @@ class RuleConfig:
     flat_depth: int | None = None
     n_root_candidates: int = 50
     root_tol: float = 1e-6
+    taylor: str = "exact"
+    taylor_tol: float = 1e-8
+    taylor_max_nodes: int = 256
+    taylor_reference: str = "root"
     batch_size: int = 1024
     bias: str = "keep"
 

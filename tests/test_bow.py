@@ -13,6 +13,7 @@ from sklrp.propagators import RuleConfig, propagator_for
 from sklrp.bow import (
     N_GEOMETRY,
     BoWEncoder,
+    BoWEncoderPropagator,
     DenseSIFT,
     DescriptorGeometry,
     has_opencv,
@@ -26,7 +27,7 @@ from sklrp.bow._sift import (
     _sift_normalise,
     _sift_opencv_at,
 )
-from sklrp.rules import AlphaBeta, Epsilon, Flat, WSquare, Z
+from sklrp.rules import AbsZ, AlphaBeta, Epsilon, Flat, Gamma, Rule, WSquare, Z, ZBox
 
 needs_vlfeat = pytest.mark.skipif(
     not has_vlfeat(), reason="cyvlfeat not installed: VLFeat backend not exercised (make install-vlfeat)")
@@ -346,6 +347,7 @@ def _ref_encode(enc, xt, codebook=None, normalize=True):
 
 ENCODERS = [
     dict(mapping="soft_rank", pooling=1.0, normalize="l1", pyramid=((1, 1),)),
+    dict(mapping="soft_rank", pooling=0.5, normalize="l2", pyramid=((1, 1), (2, 2))),  # 0 < p < 1, Eq. (2.82)
     dict(mapping="hard", pooling=1.0, normalize="l2", pyramid=((1, 1), (2, 2), (3, 1))),
     dict(mapping="soft_rank", pooling=3.0, normalize=None, pyramid=((1, 1), (2, 2))),
     dict(mapping="soft_rank", pooling=np.inf, normalize="l1", pyramid=((1, 1), (3, 1))),
@@ -471,6 +473,28 @@ def test_pmeans_share_tends_to_argmax_indicator(descriptors):
     assert gaps[2] < 1e-6
 
 
+class _SignedBoW(BoWEncoder):
+    """A signed coding (e.g. sparse coding), for the domain of Eq. (2.82)."""
+
+    def _map(self, desc, codebook):
+        return super()._map(desc, codebook) - 0.01
+
+
+@pytest.mark.parametrize("p", [0.5, 2.0])
+def test_pmeans_domain_of_eq_2_82(descriptors, p):
+    """p-means pooling is defined for non-negative mappings and any p > 0, for signed ones with natural p only."""
+    _, _, Xt = descriptors
+    enc = _SignedBoW(n_words=6, pooling=p, normalize=None, random_state=0).fit(Xt)
+    if p == 2.0:
+        assert np.all(np.isfinite(enc.transform(Xt[:1])))
+        return
+    with pytest.raises(ValueError, match="non-integer exponent p=0.5 is defined for non-negative mappings only"):
+        enc.transform(Xt[:1])
+    cfg = RuleConfig(Z())
+    with pytest.raises(ValueError, match="non-negative mappings only"):
+        BoWEncoderPropagator(enc).backward(cfg.tensor(Xt[:1]), torch.ones(1, 6, dtype=torch.float64), cfg)
+
+
 def test_bow_bad_input_and_rules(descriptors):
     _, _, Xt = descriptors
     with pytest.raises(ValueError, match="5 \\+ n_dims"):
@@ -479,8 +503,9 @@ def test_bow_bad_input_and_rules(descriptors):
     bad[0, 0, 7] = np.nan
     with pytest.raises(ValueError, match="NaN or infinity"):
         BoWEncoder(n_words=4).fit(bad)
-    with pytest.raises(ValueError, match="pooling"):
-        BoWEncoder(n_words=4, pooling=0.5).fit(Xt)
+    for p in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="pooling must be a p-means exponent > 0"):
+            BoWEncoder(n_words=4, pooling=p).fit(Xt)
     with pytest.raises(ValueError, match="mapping"):
         BoWEncoder(n_words=4, mapping="sparse").fit(Xt)
     with pytest.raises(ValueError, match="pyramid"):
@@ -495,13 +520,33 @@ def test_bow_bad_input_and_rules(descriptors):
     prop = propagator_for(enc)
     cfg = RuleConfig(WSquare())
     x = cfg.tensor(Xt[:1])
-    with pytest.raises(TypeError, match="WSquare rule is not defined"):
+    with pytest.raises(TypeError, match="BoWEncoder: the WSquare rule is not defined for pooled descriptor"):
+        prop.backward(x, prop.forward(x, cfg), cfg)
+    # input-domain bounds have no meaning for descriptors
+    with pytest.raises(TypeError, match="BoWEncoder: the ZBox rule is not defined .* term input 'low'"):
+        prop.backward(x, prop.forward(x, cfg), RuleConfig(ZBox(0.0, 1.0)))
+
+
+class _PlainZ(Rule):
+    """A user's rule that only overrides propagate() (no parts)."""
+
+    def propagate(self, lmap, x, relevance):  # pragma: no cover - never reached on pooled mappings
+        raise AssertionError
+
+
+def test_bow_rejects_rules_without_parts_by_name(descriptors):
+    _, _, Xt = descriptors
+    enc = BoWEncoder(n_words=4, random_state=0).fit(Xt)
+    prop = propagator_for(enc)
+    cfg = RuleConfig(_PlainZ())
+    x = cfg.tensor(Xt[:1])
+    with pytest.raises(TypeError, match="BoWEncoder: the _PlainZ rule is not defined for pooled .* no parts"):
         prop.backward(x, prop.forward(x, cfg), cfg)
 
 
-@pytest.mark.parametrize("rule", [AlphaBeta(1.0, 0.0), Flat()])
+@pytest.mark.parametrize("rule", [AlphaBeta(1.0, 0.0), Flat(), Gamma(0.5), AbsZ()], ids=repr)
 def test_bow_other_rules_conserve(descriptors, rule):
-    # BoW mappings are non-negative: z+ and flat are conservative too
+    # BoW mappings are non-negative: z+, flat, gamma and the magnitude rule are conservative too
     _, _, Xt = descriptors
     enc = BoWEncoder(n_words=20, random_state=0, pyramid=((1, 1), (2, 2))).fit(Xt)
     prop = propagator_for(enc)

@@ -12,7 +12,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 import sklrp
 from sklrp.propagators import RuleConfig, propagator_for
 from sklrp.bow import N_GEOMETRY, DenseSIFT, FisherVectorEncoder, PowerNormalizer
-from sklrp.rules import AlphaBeta, Epsilon, Flat, Z
+from sklrp.rules import AbsZ, AlphaBeta, Epsilon, Flat, Gamma, Z
 
 
 def _images(n=5, size=36, seed=0):
@@ -127,12 +127,14 @@ def _ref_backward(enc, xt, R, rule):
         if not reached:
             r_l[bag] += R[d] / len(bag)
             continue
-        zd = z[:, d].sum()
+        # Eqs. (4.9)-(4.10): z_ld = Psi(l)_d, i.e. |L_r| times the encoder's (mean) contribution
+        zt = z[:, d] * len(bag)
+        zd = zt.sum()
         stab = zd if isinstance(rule, Z) else zd + rule.epsilon * (1 if zd >= 0 else -1)
         if stab == 0:
             continue
         for j in bag:
-            r_l[j] += z[j, d] / stab * R[d]
+            r_l[j] += zt[j] / stab * R[d]
     return r_l
 
 
@@ -152,6 +154,27 @@ def test_fv_propagator_matches_loop_reference(descriptors, params, rule):
                                    atol=1e-8)
     if isinstance(rule, Z) and not enc.include_pi:
         np.testing.assert_allclose(r_l.sum(1), R.sum(1).numpy(), rtol=1e-8)  # sum_l R_l = sum_d R_d
+
+
+@pytest.mark.parametrize("eps", [0.1, 100.0])
+def test_fv_epsilon_acts_on_the_thesis_scale(descriptors, eps):
+    """Eq. (4.9): z_d = sum_l Psi(l)_d, |L| times the encoder's mean, so Epsilon(eps) on the FV layer equals the
+    epsilon rule on the mean-scale contributions with eps / |L| (one region here: |L| = n_desc)."""
+    enc = FisherVectorEncoder(2, random_state=0).fit(descriptors)
+    prop = propagator_for(enc)
+    cfg = RuleConfig(Epsilon(eps))
+    x = cfg.tensor(descriptors[:1])
+    f = prop.forward(x, cfg)
+    R = f.clone()
+    r_l = prop.backward(x, R, cfg).input[0, :, N_GEOMETRY:].sum(-1).numpy()
+    z, _ = _ref_z(enc, descriptors[0])  # the encoder's contributions Psi(l)_d / |L|
+    n = z.shape[0]
+    zd = z.sum(0)
+    mean_scale = (z / (zd + eps / n * np.where(zd >= 0, 1.0, -1.0)) * R[0].numpy()).sum(1)
+    np.testing.assert_allclose(r_l, mean_scale, rtol=1e-7, atol=1e-10)
+    # the share of sum_d R_d that reaches the descriptors, (sum_d z_d R_d / (z_d + eps sign z_d)) / sum_d R_d
+    kept = (n * zd * R[0].numpy() / (n * zd + eps * np.where(zd >= 0, 1.0, -1.0))).sum() / R.sum().item()
+    np.testing.assert_allclose(r_l.sum() / R.sum().item(), kept, rtol=1e-7)
 
 
 def test_fv_per_dimension_relevance_eq_d3(descriptors):
@@ -206,7 +229,7 @@ def test_fv_pca_path_conserves_with_bias(descriptors):
     np.testing.assert_allclose(total.numpy(), R.sum(1).numpy(), rtol=1e-6)
 
 
-@pytest.mark.parametrize("rule", [AlphaBeta(2.0, -1.0), Flat()])
+@pytest.mark.parametrize("rule", [AlphaBeta(2.0, -1.0), Flat(), Gamma(0.5), AbsZ()], ids=repr)
 def test_fv_generic_rules(descriptors, rule):
     enc = FisherVectorEncoder(2, random_state=0, pyramid=((1, 1), (1, 2))).fit(descriptors)
     prop = propagator_for(enc)
@@ -215,13 +238,18 @@ def test_fv_generic_rules(descriptors, rule):
     f = prop.forward(x, cfg)
     R = f.clone()
     out = prop.backward(x, R, cfg).input[0, :, N_GEOMETRY:].sum(-1)
-    z, _ = _ref_z(enc, descriptors[0])
+    z, regions = _ref_z(enc, descriptors[0])
     ref = np.zeros(z.shape[0])
+    block = z.shape[1] // regions.shape[1]
     for d in range(z.shape[1]):
         col = z[:, d]
-        if isinstance(rule, Flat):
-            nz = col != 0
-            ref[nz] += R[0, d].item() / nz.sum()
+        if isinstance(rule, Flat):  # Eq. (2.27): the receptive field of d is its region's descriptors
+            bag = regions[:, d // block]
+            ref[bag] += R[0, d].item() / bag.sum()
+        elif isinstance(rule, (Gamma, AbsZ)):  # z_ld + gamma z+_ld, or |z_ld| (Eq. (2.7), Fig. 4.3)
+            v = col + rule.gamma * col.clip(min=0) if isinstance(rule, Gamma) else np.abs(col)
+            if v.sum() != 0:
+                ref += v / v.sum() * R[0, d].item()
         else:
             zp, zn = col.clip(min=0), col.clip(max=0)
             if zp.sum() > 0:

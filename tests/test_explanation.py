@@ -37,6 +37,18 @@ def test_residual_split_epsilon_absorbs():
     np.testing.assert_allclose(E.relative_residual, np.abs(E.residual) / np.abs(E.output))
 
 
+def test_residual_split_taylor_head():
+    X = np.random.RandomState(0).rand(60, 4)
+    y = (X[:, 0] > X[:, 1]).astype(int)
+    E = sklrp.LRPTransformer(SVC(kernel="rbf"), taylor="first_order", device="cpu").fit(X, y).explain(X[:5])
+    # the root-point head reports its own remainder; nothing else in this chain absorbs
+    assert np.all(np.abs(E.taylor_remainder) > 0)
+    np.testing.assert_allclose(E.taylor_remainder, E.residual, atol=1e-12)
+    np.testing.assert_allclose(E.absorbed, 0, atol=1e-12)
+    exact = sklrp.LRPTransformer(SVC(kernel="rbf"), device="cpu").fit(X, y).explain(X[:5])
+    assert exact.relative_residual.max() < 1e-6
+
+
 def test_relative_residual_at_zero_output():
     E = Explanation(np.zeros((2, 1)), np.zeros(2), np.array([0.0, 0.0]), np.zeros(2), np.array([0.0, 1.0]))
     np.testing.assert_array_equal(E.relative_residual, [0.0, np.inf])

@@ -232,3 +232,72 @@ def test_bad_inputs():
 
 def test_exported():
     assert sklrp.kernels is K
+
+
+@pytest.mark.parametrize("kernel, match", [
+    (K.PolynomialKernel(degree=-1), "degree must be a non-negative integer"),
+    (K.PolynomialKernel(degree=2.5), "degree must be a non-negative integer"),
+    (K.PolynomialKernel(degree=True), "degree must be a non-negative integer"),
+    (K.PolynomialKernel(gamma=-1.0), "gamma must be a non-negative finite number"),
+    (K.PolynomialKernel(coef0=np.nan), "coef0 must be a finite number"),
+    (K.SigmoidKernel(gamma=np.inf), "gamma must be a non-negative finite number"),
+    (K.SigmoidKernel(coef0="1"), "coef0 must be a finite number"),
+    (K.RBFKernel(gamma=0.0), "gamma must be a positive finite number"),
+    (K.Chi2Kernel(gamma=-0.5), "gamma must be a positive finite number"),
+])
+def test_invalid_kernel_parameters(kernel, match):
+    X = np.ones((2, 2))
+    with pytest.raises(ValueError, match=match):
+        kernel(X)
+    with pytest.raises(ValueError, match=match):
+        SVC(kernel=kernel).fit(np.random.RandomState(0).rand(10, 2), np.arange(10) % 2)
+
+
+def test_degree_zero_polynomial_is_constant_with_zero_gradient():
+    k = K.PolynomialKernel(gamma=1.0, degree=0, coef0=0.0)
+    S = torch.zeros((2, 3), dtype=torch.float64)
+    X = torch.zeros((1, 3), dtype=torch.float64)
+    np.testing.assert_allclose(k(X.numpy(), S.numpy()), 1.0)
+    assert torch.equal(k.gradient(X, S, torch.ones((1, 2), dtype=torch.float64)), torch.zeros_like(X))
+    d_dot, d_sq = k.product_derivatives(torch.zeros(2, dtype=torch.float64), torch.zeros(2, dtype=torch.float64),
+                                        torch.zeros(2, dtype=torch.float64))
+    assert torch.equal(d_dot, torch.zeros(2, dtype=torch.float64)) and torch.equal(d_sq, d_dot)
+
+
+@pytest.mark.parametrize("kernel", [K.RBFKernel(0.7), K.PolynomialKernel(0.5, 3, 1.0), K.SigmoidKernel(0.5, 0.2),
+                                    K.LinearKernel()])
+def test_product_derivatives_match_autograd(kernel):
+    # the analytic (dk/d<s,x>, dk/d||x||^2) against the autograd default of the base class
+    rng = np.random.RandomState(0)
+    dot = torch.as_tensor(rng.randn(5, 3))
+    x_sq = torch.as_tensor(rng.rand(5, 1) * 3 + 2)
+    s_sq = torch.as_tensor(rng.rand(1, 3) * 3 + 2)
+    got = kernel.product_derivatives(dot, x_sq, s_sq)
+    reference = K.Kernel.product_derivatives(kernel, dot, x_sq, s_sq)
+    for a, b in zip(got, reference):
+        np.testing.assert_allclose(a.expand_as(dot).numpy(), b.numpy(), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("kernel", [K.RBFKernel(0.7), K.Chi2Kernel(0.6), K.LinearKernel(), K.IntersectionKernel(),
+                                    K.AdditiveChi2Kernel(), K.PolynomialKernel(0.5, 2, 1.0), _Cauchy(2.0)])
+def test_diagonal_matches_matrix(kernel, data):
+    X, _ = data
+    np.testing.assert_allclose(kernel.diagonal(torch.as_tensor(X)).numpy(), np.diag(kernel(X)), rtol=1e-12,
+                               atol=1e-14)
+    assert kernel.unit_diagonal == isinstance(kernel, (K.RBFKernel, K.Chi2Kernel))
+
+
+def test_rounding_level_negatives_are_zeros():
+    # e.g. MinMaxScaler replayed in another order of operations: -1e-17 is a zero, -1e-3 is not
+    X = np.array([[1.0, -1e-17], [0.5, 0.25]])
+    np.testing.assert_allclose(K.additive_chi2_kernel(X), K.additive_chi2_kernel(np.clip(X, 0, None)), atol=1e-15)
+    with pytest.raises(ValueError, match="non-negative"):
+        K.chi2_kernel(np.array([[1.0, -1e-3]]))
+
+
+def test_user_kernel_without_init_has_no_parameters():
+    class Plain(K.Kernel):
+        def per_dimension(self, x, y):
+            return x * y
+
+    assert Plain().get_params() == {} and repr(Plain()) == "Plain()"

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from sklrp.nn import Add, Composite, Concat, fold_batchnorm, forward, lrp
-from sklrp.rules import ZB, AlphaBeta, Epsilon, Flat, WSquare, Z, ZPlus
+from sklrp.rules import ZB, AbsZ, AlphaBeta, Epsilon, Flat, Gamma, WSquare, Z, ZBox, ZPlus
 
 torch.set_num_threads(1)
 D = torch.float64
@@ -21,7 +21,11 @@ D = torch.float64
 
 # ----------------------------------------------------------------------------- references
 def conv_matrix(m, in_shape):
-    """Dense (n_in, n_out) matrix and (n_out,) bias of a ConvNd layer, built with loops."""
+    """Dense (n_in, n_out) matrix, (n_out,) bias and (n_in, n_out) connectivity of a ConvNd layer, built with loops.
+
+    An input is connected to an output unit when a kernel position maps onto it (zero padding is not an
+    input), whatever the weight's value (the receptive field of Eq. (2.27)).
+    """
     C, *L = in_shape
     d = len(L)
     k, s, p, dil = m.kernel_size, m.stride, m.padding, m.dilation
@@ -30,6 +34,7 @@ def conv_matrix(m, in_shape):
     cin_g, cout_g = C // g, Co // g
     w = m.weight.detach().numpy()
     W = np.zeros((C * int(np.prod(L)), Co * int(np.prod(out))))
+    conn = np.zeros(W.shape, dtype=bool)
     for co in range(Co):
         grp = co // cout_g
         for opos in itertools.product(*[range(o) for o in out]):
@@ -40,8 +45,9 @@ def conv_matrix(m, in_shape):
                     if all(0 <= ipos[t] < L[t] for t in range(d)):
                         i = np.ravel_multi_index((grp * cin_g + ci, *ipos), (C, *L))
                         W[i, j] += w[(co, ci, *kpos)]
+                        conn[i, j] = True
     b = np.zeros(W.shape[1]) if m.bias is None else np.repeat(m.bias.detach().numpy(), int(np.prod(out)))
-    return W, b
+    return W, b, conn
 
 
 def pool_windows(m, in_shape):
@@ -73,15 +79,22 @@ def pool_windows(m, in_shape):
     return wins
 
 
-def ref_rule(rule, W, b, x, R):
-    """One rule of Table 2.1 applied with loops over i and j (one sample). Returns (R_in, R_bias)."""
+def ref_rule(rule, W, b, x, R, conn=None, shape=None):
+    """One rule of Table 2.1 applied with loops over i and j (one sample). Returns (R_in, R_bias).
+
+    ``conn[i, j]``: input i is connected to unit j (None: a dense layer, every input is). ``shape``: the
+    layer input's per-sample shape (for zB bounds shaped like a sample).
+    """
     n_in, n_out = W.shape
     r_in, r_b = np.zeros(n_in), 0.0
+    if isinstance(rule, ZBox):
+        shape = (n_in,) if shape is None else shape
+        lo, hi = (np.broadcast_to(np.asarray(v, dtype=float), shape).ravel() for v in (rule.low, rule.high))
     for j in range(n_out):
-        if isinstance(rule, Flat):  # Eq. (2.27)
-            conn = [i for i in range(n_in) if W[i, j] != 0]
-            for i in conn:
-                r_in[i] += R[j] / len(conn)
+        if isinstance(rule, Flat):  # Eq. (2.27): z_ij = 1 over the receptive field
+            field = [i for i in range(n_in) if conn is None or conn[i, j]]
+            for i in field:
+                r_in[i] += R[j] / len(field)
             continue
         if isinstance(rule, WSquare):  # Eq. (2.28)
             den = sum(W[i, j] ** 2 for i in range(n_in))
@@ -89,11 +102,26 @@ def ref_rule(rule, W, b, x, R):
                 r_in[i] += W[i, j] ** 2 / den * R[j]
             continue
         z = [x[i] * W[i, j] for i in range(n_in)]
-        if isinstance(rule, ZB):
-            zz = [x[i] * W[i, j] - rule.low * max(W[i, j], 0) - rule.high * min(W[i, j], 0) for i in range(n_in)]
+        if isinstance(rule, ZBox):  # z_ij = x_i w_ij - l_i w+_ij - h_i w-_ij, bias ignored
+            zz = [x[i] * W[i, j] - lo[i] * max(W[i, j], 0) - hi[i] * min(W[i, j], 0) for i in range(n_in)]
             den = sum(zz)
             for i in range(n_in):
                 r_in[i] += zz[i] / den * R[j] if den != 0 else 0.0
+            continue
+        if isinstance(rule, AbsZ):  # Eq. (2.7): |z_ij| / sum_i' |z_i'j|, bias ignored
+            den = sum(abs(v) for v in z)
+            for i in range(n_in):
+                r_in[i] += abs(z[i]) / den * R[j] if den != 0 else 0.0
+            continue
+        if isinstance(rule, Gamma):  # Montavon et al. 2019: x_i (w_ij + gamma w+_ij), bias b_j + gamma b+_j
+            g = rule.gamma
+            zg = [x[i] * (W[i, j] + g * max(W[i, j], 0)) for i in range(n_in)]
+            bg = b[j] + g * max(b[j], 0)
+            den = sum(zg) + bg
+            if den != 0:
+                for i in range(n_in):
+                    r_in[i] += zg[i] / den * R[j]
+                r_b += bg / den * R[j]
             continue
         if isinstance(rule, AlphaBeta):  # Eqs. (2.24)-(2.26), bias split into its parts
             zp = sum(max(v, 0) for v in z) + max(b[j], 0)
@@ -163,9 +191,10 @@ def ref_lrp(net, x, composite, weights):
                 if isinstance(m, nn.Linear):
                     W, b = m.weight.detach().numpy().T, (np.zeros(m.out_features) if m.bias is None
                                                          else m.bias.detach().numpy())
+                    conn = None
                 else:
-                    W, b = conv_matrix(m, tuple(a.shape[1:]))
-                R, r = ref_rule(composite.rule_for(m, position), W, b, xa, R)
+                    W, b, conn = conv_matrix(m, tuple(a.shape[1:]))
+                R, r = ref_rule(composite.rule_for(m, position), W, b, xa, R, conn, tuple(a.shape[1:]))
                 rb += r
             elif isinstance(m, nn.MaxPool2d):
                 R = ref_maxpool(pool_windows(m, tuple(a.shape[1:])), xa, R, composite.is_flat(position))
@@ -218,7 +247,7 @@ def cnn(bias=True):
     ).to(D).eval()
 
 
-RULES = [Z(), Epsilon(0.1), AlphaBeta(2.0, -1.0), ZPlus(), Flat(), WSquare(), ZB(-1.0, 1.5)]
+RULES = [Z(), Epsilon(0.1), AlphaBeta(2.0, -1.0), ZPlus(), Flat(), WSquare(), ZB(-1.0, 1.5), Gamma(0.25), AbsZ()]
 
 
 # ----------------------------------------------------------------------------- reference tests
@@ -241,7 +270,13 @@ def test_mlp_rules_match_loop_reference(rule, act):
     Composite(Epsilon(0.01), conv_rule=AlphaBeta(2.0, -1.0), flat_depth=1),
     Composite(Epsilon(0.01), conv_rule=AlphaBeta(2.0, -1.0), flat_depth=2),
     Composite(WSquare()),
-], ids=["z", "eps+a2b1", "eps+zplus+zb", "flat1", "flat2", "wsquare"])
+    # beyond Table 2.1: gamma, the magnitude rule of Eq. (2.7), zB with bounds shaped like one image (C, H, W)
+    # or per channel (C, 1, 1)
+    Composite(Epsilon(0.01), conv_rule=Gamma(0.25)),
+    Composite(AbsZ()),
+    Composite(Epsilon(0.01), conv_rule=ZPlus(), input_rule=ZBox(np.full((2, 8, 8), -3.0), np.full((2, 8, 8), 2.5))),
+    Composite(Epsilon(0.01), conv_rule=AlphaBeta(2.0, -1.0), input_rule=ZBox([[[-3.0]], [[-2.0]]], [[[2.0]], [[3.5]]])),
+], ids=["z", "eps+a2b1", "eps+zplus+zb", "flat1", "flat2", "wsquare", "gamma", "absz", "zbox-CHW", "zbox-per-channel"])
 def test_cnn_composites_match_loop_reference(comp):
     """Stride, padding, dilation, groups, max/adaptive-avg pooling, flat depth (Sections 5.4.1-5.4.2)."""
     net = cnn()
@@ -730,3 +765,103 @@ def test_cuda_paths_equal_cpu_in_float64():
         net.cpu()
         np.testing.assert_allclose(gpu.relevance.cpu().numpy(), cpu.relevance.numpy(), rtol=1e-10, atol=1e-12)
         np.testing.assert_allclose(gpu.bias.cpu().numpy(), cpu.bias.numpy(), rtol=1e-10, atol=1e-12)
+
+
+# ----------------------------------------------------------------------------- rules beyond Table 2.1, receptive fields
+def test_zbox_with_per_feature_bounds_in_the_input_layer():
+    net = mlp()
+    x = torch.rand(4, 5, dtype=D) * 2 - 1
+    lo, hi = -1.0 - np.arange(5.0) / 10, 1.0 + np.arange(5.0) / 5
+    comp = Composite(Z(), input_rule=ZBox(lo, hi))
+    res = lrp(net, x, comp)
+    ref_r, ref_b = ref_lrp(net, x, comp, one_hot_pred(net, x))
+    np.testing.assert_allclose(res.relevance.numpy(), ref_r, rtol=1e-9, atol=1e-11)
+    np.testing.assert_allclose(res.bias.numpy(), ref_b, rtol=1e-9, atol=1e-11)
+    # bounds of the wrong shape name the problem instead of failing inside torch
+    with pytest.raises(ValueError, match=r"bound low has shape \(2,\).*one input sample of shape \(5,\)"):
+        lrp(net, x, Composite(Z(), input_rule=ZBox([0.0, 0.0], [1.0, 1.0])))
+
+
+@pytest.mark.parametrize("rule", [Gamma(0.5), AbsZ(), ZBox(-2.0, 2.0)], ids=repr)
+def test_new_rules_conserve(rule):
+    """Gamma keeps the bias' share (Eq. (2.16)); the magnitude rule and zB ignore the bias, so every layer is
+    exactly conservative onto its inputs."""
+    net = mlp()
+    x = torch.rand(6, 5, dtype=D) * 2 - 1
+    res = lrp(net, x, Composite(rule), target="all")
+    total = res.relevance.sum(1) + res.bias
+    np.testing.assert_allclose(total.numpy(), res.output.numpy(), rtol=1e-9)
+    if not isinstance(rule, Gamma):
+        assert torch.all(res.bias == 0)
+
+
+def test_flat_rule_spreads_over_the_receptive_field():
+    """Eq. (2.27): every input connected to j shares R_j, zero weights included; zero padding is no input."""
+    lin = nn.Linear(4, 1, bias=False).to(D)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[1.0, 0.0, 2.0, 0.0]], dtype=D))
+    x = torch.randn(2, 4, dtype=D)
+    r = lrp(nn.Sequential(lin), x, Composite(Flat()), target=torch.full((2, 1), 3.0, dtype=D) / lin(x).detach())
+    np.testing.assert_allclose(r.relevance.numpy(), 0.75)
+    conv = nn.Conv2d(1, 1, 3, padding=1, bias=False).to(D)
+    with torch.no_grad():
+        conv.weight.copy_(torch.tensor([[[[0.0, 1.0, 0.0], [1.0, -2.0, 0.0], [0.0, 0.0, 0.5]]]], dtype=D))
+    x = torch.randn(1, 1, 4, 4, dtype=D)
+    net = nn.Sequential(conv, nn.Flatten())
+    with torch.no_grad():
+        out = net(x)
+    w = 1.0 / out  # R_j = 1 at every output position
+    r = lrp(net, x, Composite(Flat()), target=w).relevance[0, 0].numpy()
+    # an interior output spreads 1/9 to each of its 9 inputs; a corner output has 4 inputs (5 are padding)
+    W, _, conn = conv_matrix(conv, (1, 4, 4))
+    expected = (conn / conn.sum(0)).sum(1).reshape(4, 4)
+    np.testing.assert_allclose(r, expected, rtol=1e-12)
+    assert abs(expected[0, 0] - (1 / 4 + 2 / 6 + 1 / 9)) < 1e-12
+    np.testing.assert_allclose(r.sum(), 16.0)
+
+
+# ----------------------------------------------------------------------------- rules written once
+class HalfEpsilon(Epsilon):
+    """A user's rule: the epsilon rule with every scaled relevance halved (scale() overridden)."""
+
+    def scale(self, relevance, den, unit=None, out=None):
+        return super().scale(relevance, den, unit=unit).mul_(0.5)
+
+
+def test_a_rule_subclass_runs_the_same_arithmetic_in_every_layer():
+    """The nn fast path and the flattened linear-map path evaluate a subclass' own scale()."""
+    from sklrp.rules import DenseMap
+
+    net = mlp(bias=True)
+    x = torch.randn(3, 5, dtype=D)
+    half = lrp(net[:1], x, Composite(HalfEpsilon(0.1)), target="all")
+    full = lrp(net[:1], x, Composite(Epsilon(0.1)), target="all")
+    np.testing.assert_allclose(half.relevance.numpy(), 0.5 * full.relevance.numpy(), rtol=1e-12)
+    lin = net[0]
+    dense = HalfEpsilon(0.1).propagate(DenseMap(lin.weight.detach().T, lin.bias.detach()), x, lin(x).detach())
+    np.testing.assert_allclose(half.relevance.numpy(), dense.input.numpy(), rtol=1e-12)
+    conv = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.Flatten()).to(D)
+    xc = torch.randn(2, 2, 5, 5, dtype=D)
+    a = lrp(conv, xc, Composite(HalfEpsilon(0.1)), target="all").relevance
+    b = lrp(conv, xc, Composite(Epsilon(0.1)), target="all").relevance
+    np.testing.assert_allclose(a.numpy(), 0.5 * b.numpy(), rtol=1e-12)
+
+
+def test_rule_defined_by_propagate_only_runs_on_flattened_layers():
+    """A rule that overrides propagate() (no parts) gets (n, features) tensors, as LinearMap promises."""
+    from sklrp.rules import Rule
+
+    class Plain(Rule):  # the z-rule written against the LinearMap interface directly
+        def propagate(self, lmap, x, relevance):
+            from sklrp.rules import LayerRelevance, safe_divide
+
+            assert x.ndim == 2 and relevance.ndim == 2
+            s = safe_divide(relevance, lmap.output(x))
+            return LayerRelevance(lmap.backward(s) * x, (s * lmap.bias).sum(1))
+
+    net = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(75, 2)).to(D)
+    x = torch.randn(2, 2, 5, 5, dtype=D)
+    a = lrp(net, x, Composite(Plain()))
+    b = lrp(net, x, Composite(Z()))
+    np.testing.assert_allclose(a.relevance.numpy(), b.relevance.numpy(), rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(a.bias.numpy(), b.bias.numpy(), rtol=1e-10, atol=1e-13)

@@ -5,17 +5,25 @@ import pytest
 import torch
 
 from sklrp.rules import (
+    RULE_NAMES,
+    AbsZ,
     AlphaBeta,
     DenseMap,
     DiagonalMap,
     Epsilon,
     Flat,
+    Gamma,
+    Part,
+    Rule,
+    Term,
     WSquare,
     Z,
     ZB,
+    ZBox,
     ZPlus,
     make_rule,
     propagate,
+    safe_divide,
 )
 
 T = torch.float64
@@ -88,42 +96,47 @@ def ref_alphabeta(x, w, b, r, alpha, beta):
     return out, rb
 
 
-def ref_flat(x, w, r):
-    n, I = x.shape
-    J = w.shape[1]
+def ref_shares(v, r):
+    """R_i = sum_j v_ij / sum_i' v_i'j R_j for contributions v of shape (n, I, J); a zero column passes nothing."""
+    n, I, J = v.shape
     out = np.zeros((n, I))
     for s in range(n):
         for j in range(J):
-            fan = sum(1 for i in range(I) if w[i, j] != 0)
+            den = sum(v[s, i, j] for i in range(I))
             for i in range(I):
-                if w[i, j] != 0:
-                    out[s, i] += r[s, j] / fan  # Eq. (2.27)
+                out[s, i] += v[s, i, j] / den * r[s, j] if den != 0 else 0.0
     return out
+
+
+def ref_flat(x, conn, r):
+    """Eq. (2.27): z_ij = 1 for every input i connected to j (``conn[i, j]``), whatever its weight."""
+    return ref_shares(np.broadcast_to(np.asarray(conn, dtype=float), (x.shape[0], *conn.shape)), r)
 
 
 def ref_wsquare(x, w, r):
-    n, I = x.shape
-    J = w.shape[1]
-    out = np.zeros((n, I))
-    for s in range(n):
-        for j in range(J):
-            den = sum(w[i, j] ** 2 for i in range(I))
-            for i in range(I):
-                out[s, i] += w[i, j] ** 2 / den * r[s, j]  # Eq. (2.28)
-    return out
+    """Eq. (2.28): z_ij = w_ij^2."""
+    return ref_shares(np.broadcast_to(w ** 2, (x.shape[0], *w.shape)), r)
 
 
 def ref_zb(x, w, r, lo, hi):
-    n, I = x.shape
-    J = w.shape[1]
-    out = np.zeros((n, I))
+    """zB (Table 2.1): z_ij = x_i w_ij - l_i w+_ij - h_i w-_ij."""
+    n, (I, J) = x.shape[0], w.shape
+    v = np.zeros((n, I, J))
     for s in range(n):
-        for j in range(J):
-            z = [x[s, i] * w[i, j] - lo[i] * max(w[i, j], 0) - hi[i] * min(w[i, j], 0) for i in range(I)]
-            den = sum(z)
-            for i in range(I):
-                out[s, i] += z[i] / den * r[s, j]
-    return out
+        for i in range(I):
+            for j in range(J):
+                v[s, i, j] = x[s, i] * w[i, j] - lo[i] * max(w[i, j], 0) - hi[i] * min(w[i, j], 0)
+    return ref_shares(v, r)
+
+
+def ref_absz(x, w, r):
+    """Eq. (2.7): z_ij = |x_i w_ij|."""
+    return ref_shares(np.abs(x[:, :, None] * w[None]), r)
+
+
+def ref_gamma(x, w, b, r, gamma):
+    """Montavon et al. (2019), LRP-gamma: the z-rule with w + gamma w+ and b + gamma b+."""
+    return ref_z(x, w + gamma * np.maximum(w, 0), b + gamma * np.maximum(b, 0), r)
 
 
 # -- reference agreement ----------------------------------------------------------------
@@ -176,9 +189,10 @@ def test_alphabeta_empty_parts_give_zero_not_nan():
 
 def test_flat_and_wsquare_match_loop_reference():
     x, w, b, r = _layer(np.random.RandomState(5))
-    w[1, 2] = 0.0  # a missing connection shrinks the receptive field of unit 2
+    w[1, 2] = 0.0  # a zero weight is still a connection: the receptive field of a dense unit is every input
+    conn = np.ones_like(w, dtype=bool)
     np.testing.assert_allclose(
-        Flat().propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r)).input.numpy(), ref_flat(x, w, r), rtol=1e-12
+        Flat().propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r)).input.numpy(), ref_flat(x, conn, r), rtol=1e-12
     )
     np.testing.assert_allclose(
         WSquare().propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r)).input.numpy(), ref_wsquare(x, w, r), rtol=1e-12
@@ -198,10 +212,22 @@ def test_zb_matches_loop_reference():
     np.testing.assert_allclose(res2.input.numpy(), ref_zb(x, w, r, lo2, hi2), rtol=1e-10)
 
 
+def test_flat_spreads_over_the_receptive_field_not_the_nonzero_weights():
+    """Eq. (2.27): weights [1, 0, 2, 0] and R_j = 3 give 0.75 to each of the four inputs."""
+    lmap = DenseMap(_t([[1.0], [0.0], [2.0], [0.0]]))
+    r = Flat().propagate(lmap, _t(np.random.RandomState(0).randn(2, 4)), _t([[3.0], [3.0]]))
+    np.testing.assert_allclose(r.input.numpy(), 0.75)
+    # a diagonal map connects output d to input d only (also where w_d = 0, e.g. a clipped feature)
+    w = _t([2.0, 0.0, -1.0])
+    r = Flat().propagate(DiagonalMap(w), _t(np.ones((1, 3))), _t([[1.0, 2.0, 3.0]]))
+    np.testing.assert_allclose(r.input.numpy(), [[1.0, 2.0, 3.0]])
+
+
 def test_diagonal_map_equals_dense_diagonal_matrix():
+    # the flat rule is left out: a dense matrix connects all inputs, whatever its zeros (see above)
     rng = np.random.RandomState(7)
     x, w, b, r = rng.randn(4, 6), rng.randn(6), rng.randn(6), rng.randn(4, 6)
-    for rule in (Z(), Epsilon(0.1), AlphaBeta(2, -1), Flat(), WSquare(), ZB(-3.0, 3.0)):
+    for rule in (Z(), Epsilon(0.1), AlphaBeta(2, -1), WSquare(), ZB(-3.0, 3.0), Gamma(0.3), AbsZ()):
         diag = rule.propagate(DiagonalMap(_t(w), _t(b)), _t(x), _t(r))
         dense = rule.propagate(DenseMap(_t(np.diag(w)), _t(b)), _t(x), _t(r))
         np.testing.assert_allclose(diag.input.numpy(), dense.input.numpy(), rtol=1e-10, err_msg=repr(rule))
@@ -325,3 +351,134 @@ def test_float32_and_dtype_preserved():
     assert res.input.dtype == f32
     ref, _ = ref_epsilon(x, w, b, r, 0.1)
     np.testing.assert_allclose(res.input.numpy(), ref, rtol=1e-4, atol=1e-5)
+
+
+# -- rules beyond Table 2.1: gamma, zB with bounds of any sample shape, the magnitude rule of Eq. (2.7) ------
+@pytest.mark.parametrize("gamma", [0.0, 0.25, 2.0])
+@pytest.mark.parametrize("zero_unit", [False, True])
+def test_gamma_rule_matches_loop_reference(gamma, zero_unit):
+    x, w, b, r = _layer(np.random.RandomState(20), zero_unit=zero_unit and gamma == 0.0)
+    res = Gamma(gamma).propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r))
+    ref, rb = ref_gamma(x, w, b, r, gamma)
+    np.testing.assert_allclose(res.input.numpy(), ref, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(res.bias.numpy(), rb, rtol=1e-10, atol=1e-12)
+    # conservative with the bias' share, for every unit with a non-zero denominator
+    if not zero_unit:
+        np.testing.assert_allclose((res.input.sum(1) + res.bias).numpy(), r.sum(1), rtol=1e-10)
+
+
+def test_gamma_zero_is_the_z_rule():
+    x, w, b, r = _layer(np.random.RandomState(21))
+    a = Gamma(0.0).propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r))
+    c = Z().propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r))
+    torch.testing.assert_close(a.input, c.input)
+    assert Gamma(0.0).quotient and not Gamma(0.1).quotient
+
+
+def test_absz_matches_eq_2_7_and_conserves():
+    x, w, b, r = _layer(np.random.RandomState(22))
+    res = AbsZ().propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r))
+    np.testing.assert_allclose(res.input.numpy(), ref_absz(x, w, r), rtol=1e-10)
+    np.testing.assert_allclose(res.input.sum(1).numpy(), r.sum(1), rtol=1e-10)
+    assert torch.all(res.bias == 0)
+    # Eq. (2.7): every input gets relevance of the sign of R_j (the thesis' counter-example)
+    one = AbsZ().propagate(DenseMap(_t(w[:, :1])), _t(x), _t(np.abs(r[:, :1])))
+    assert torch.all(one.input >= 0)
+
+
+def test_zbox_bounds_shaped_like_a_sample_match_loop_reference():
+    rng = np.random.RandomState(23)
+    x = rng.uniform(-1, 1, size=(3, 6))
+    w, r = rng.randn(6, 4), rng.randn(3, 4)
+    lo, hi = -1.0 - rng.rand(6), 1.0 + rng.rand(6)
+    res = ZBox(lo, hi).propagate(DenseMap(_t(w), _t(rng.randn(4))), _t(x), _t(r))
+    np.testing.assert_allclose(res.input.numpy(), ref_zb(x, w, r, lo, hi), rtol=1e-10)
+    np.testing.assert_allclose(res.input.sum(1).numpy(), r.sum(1), rtol=1e-9)
+    assert ZB is ZBox and make_rule("zb", low=lo, high=hi) == ZBox(lo, hi) == make_rule("zbox", low=lo, high=hi)
+    assert make_rule("zbox", low=lo.reshape(2, 3), high=1.0).low.shape == (2, 3)  # the sample's shape is kept
+
+
+def test_zbox_shape_mismatch_is_a_clear_error():
+    import sklearn.pipeline
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    import sklrp
+
+    rng = np.random.RandomState(24)
+    X, y = rng.randn(30, 4), rng.randint(2, size=30)
+    with pytest.raises(ValueError, match=r"bound low has shape \(2,\), which does not fit one input sample of "
+                                         r"shape \(4,\)"):
+        ZBox([0.0, 0.0], [1.0, 1.0]).propagate(DenseMap(_t(rng.randn(4, 2))), _t(X[:2]), _t(rng.randn(2, 2)))
+    pipe = sklearn.pipeline.make_pipeline(StandardScaler(), LogisticRegression()).fit(X, y)
+    lrp = sklrp.LRPTransformer(FrozenEstimator(pipe), rule="zb", low=[-3.0, -3.0], high=[3.0, 3.0]).fit(X, y)
+    with pytest.raises(ValueError, match="does not fit one input sample"):
+        lrp.explain(X[:3])
+    with pytest.raises(ValueError, match="do not broadcast"):
+        ZBox(np.zeros(3), np.ones(2))
+
+
+def test_new_rule_validation_and_names():
+    for bad in (-0.1, float("nan"), "big"):
+        with pytest.raises(ValueError, match="gamma"):
+            Gamma(bad)
+    with pytest.raises(ValueError, match="finite"):
+        ZBox(np.array([0.0, np.nan]), 1.0)
+    for name in ("gamma", "zbox", "absz"):
+        assert name in RULE_NAMES
+    assert make_rule("gamma", gamma=0.5) == Gamma(0.5)
+    assert make_rule("gamma") == Gamma(0.25)
+    assert make_rule("absz") == AbsZ()
+    for name in RULE_NAMES:
+        assert isinstance(make_rule(name), Rule)
+    assert hash(ZBox([0.0, 1.0], 2.0)) == hash(ZBox((0.0, 1.0), 2.0))
+
+
+# -- one division, one arithmetic ---------------------------------------------------------------
+def test_safe_divide_semantics():
+    """0/0 := 0 (thesis), x/0 := 0 for finite x (a subnormal den counts as 0), NaN stays NaN, else IEEE."""
+    nan, inf = float("nan"), float("inf")
+    num = torch.tensor([0.0, 3.0, -2.0, nan, nan, inf, 6.0, 1.0, 1e300, 1.0, 2.0], dtype=T)
+    den = torch.tensor([0.0, 0.0, -0.0, 0.0, 2.0, 0.0, 3.0, inf, 1e-300, 1e-320, nan], dtype=T)
+    got = safe_divide(num, den)
+    expected = [0.0, 0.0, 0.0, nan, nan, nan, 2.0, 0.0, inf, 0.0, nan]
+    np.testing.assert_array_equal(got.numpy(), expected)
+    x = torch.tensor(np.random.RandomState(0).randn(1000), dtype=T)
+    y = torch.tensor(np.random.RandomState(1).randn(1000), dtype=T)
+    np.testing.assert_allclose(safe_divide(x, y).numpy(), (x / y).numpy(), rtol=4e-16, atol=0)
+    buf = den.clone()
+    out = safe_divide(num, buf, out=buf)  # in place into the denominator's buffer
+    assert out is buf
+    np.testing.assert_array_equal(out.numpy(), expected)
+    f32 = safe_divide(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0]))
+    assert f32.dtype == torch.float32 and torch.equal(f32, torch.zeros(2))
+
+
+def test_rules_are_described_by_parts_and_capabilities():
+    assert Z().quotient and Epsilon(0.1).quotient and not AlphaBeta(2, -1).quotient
+    assert Flat().input_invariant and WSquare().input_invariant and not Z().input_invariant
+    assert AlphaBeta(2, -1).uses_input_sign and not Epsilon().uses_input_sign and not AbsZ().uses_input_sign
+    assert all(make_rule(name).has_parts for name in RULE_NAMES)
+
+
+def test_a_rule_described_by_parts_works_on_every_map():
+    """A new rule written as parts (here: the positive contributions only, bias ignored) needs no other code."""
+
+    class PositiveOnly(Rule):
+        def parts(self):
+            return (Part((Term("x+", "pos"), Term("x-", "neg"))),)
+
+    x, w, b, r = _layer(np.random.RandomState(25))
+    res = PositiveOnly().propagate(DenseMap(_t(w), _t(b)), _t(x), _t(r))
+    zp = np.maximum(x[:, :, None] * w[None], 0)
+    np.testing.assert_allclose(res.input.numpy(), (zp / zp.sum(1, keepdims=True) * r[:, None, :]).sum(2),
+                               rtol=1e-10)
+    assert res.input.shape == (4, 5) and torch.all(res.bias == 0)
+
+
+def test_overriding_propagate_of_a_rule_with_parts_is_an_error():
+    with pytest.raises(TypeError, match="overrides propagate.*inherits parts.*from Epsilon"):
+        class Bad(Epsilon):
+            def propagate(self, lmap, x, relevance):  # pragma: no cover
+                return super().propagate(lmap, x, relevance)

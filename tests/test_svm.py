@@ -1,5 +1,6 @@
 """Tests for sklrp.svm: exact decompositions (Eqs. (2.72), (A.1), (A.3), (A.9)) and
-Taylor decompositions at a root point (Eqs. (2.75)-(2.76), (A.5), (A.7))."""
+first-order Taylor decompositions at a root point (Eqs. (2.75)-(2.76), (A.5), (A.7)).
+The exact path-integral form is tested in test_svm_exact.py, SVDD in test_svdd.py."""
 
 import functools
 import pickle
@@ -21,6 +22,9 @@ from sklrp.svm import Pair, RootPointWarning
 
 # float64 on the CPU: the exactness tests compare to 1e-10 ("auto" would pick float32 on a GPU)
 LRP = functools.partial(sklrp.LRPTransformer, device="cpu")
+# the thesis' first-order expansion, Eq. (2.76); its remainder is large by construction
+FIRST = functools.partial(LRP, taylor="first_order")
+pytestmark = pytest.mark.filterwarnings("ignore::sklrp.svm.TaylorRemainderWarning")
 
 EXACT = {
     "hik": K.intersection_kernel,
@@ -210,7 +214,7 @@ def _fd_gradient(svc, x, h=1e-6):
 def test_taylor_root_points(positive_data, name):
     X, y = positive_data
     tol = 1e-7
-    lrp = LRP(TAYLOR[name](), root_tol=tol, n_root_candidates=30).fit(X, y)
+    lrp = FIRST(TAYLOR[name](), root_tol=tol, n_root_candidates=30).fit(X, y)
     svc = lrp.estimator_
     Xt = X[:12]
     E = lrp.explain(Xt)
@@ -231,16 +235,17 @@ def test_taylor_root_points(positive_data, name):
         # Eq. (2.76) against a finite-difference gradient at the root point
         R_fd = sign[n] * _fd_gradient(svc, E.root_point[n]) * (Xt[n] - E.root_point[n])
         np.testing.assert_allclose(E.relevance[n], R_fd, rtol=1e-5, atol=1e-7)
-    # the residual is f(x) - sum R, reported honestly
-    np.testing.assert_allclose(E.residual, E.output - E.relevance.sum(1), atol=1e-12)
-    np.testing.assert_allclose(E.bias_relevance, 0.0)
+    # the bias part is f(x~) (|f(x~)| <= root_tol), the residual the Taylor remainder f(x) - f(x~) - sum R
+    np.testing.assert_allclose(E.bias_relevance, sign * svc.decision_function(E.root_point), atol=1e-12)
+    assert np.all(np.abs(E.bias_relevance) <= tol * 1.01)
+    np.testing.assert_allclose(E.residual, E.output - E.bias_relevance - E.relevance.sum(1), atol=1e-12)
 
 
 def test_taylor_picks_closest_candidate_root(positive_data):
     # slow reference: scalar bisection on every candidate segment, closest root wins
     X, y = positive_data
     n_cand = 15
-    lrp = LRP(TAYLOR["rbf"](), root_tol=1e-9, n_root_candidates=n_cand).fit(X, y)
+    lrp = FIRST(TAYLOR["rbf"](), root_tol=1e-9, n_root_candidates=n_cand).fit(X, y)
     svc = lrp.estimator_
     for x in X[:4]:
         f0 = svc.decision_function(x[None])[0]
@@ -267,7 +272,7 @@ def test_taylor_near_linear_model_has_small_residual():
     rng = np.random.RandomState(0)
     X = rng.randn(150, 3)
     y = (X @ [1.0, -2.0, 0.5] > 0).astype(int)
-    lrp = LRP(SVC(kernel="rbf", gamma=1e-3, C=100.0)).fit(X, y)
+    lrp = FIRST(SVC(kernel="rbf", gamma=1e-3, C=100.0)).fit(X, y)
     E = lrp.explain(X[:20])
     assert E.extras["root_found"].all()
     assert np.all(np.abs(E.residual) <= 0.02 * np.abs(E.output) + 1e-6)
@@ -314,17 +319,29 @@ def test_one_class_svm_rbf_taylor(positive_data):
     assert np.all(np.abs(lrp.estimator_.decision_function(E.root_point)) <= 1e-6)
 
 
-def test_no_opposite_candidate_warns(positive_data):
+@pytest.mark.parametrize("taylor", ["first_order", "exact"])
+def test_no_opposite_candidate_uses_a_baseline(positive_data, taylor):
+    # no reference sample of the opposite prediction: the decomposition is taken relative to the
+    # point of smallest |f| on the segment to the reference sample scored least in favour of the
+    # target, and f(baseline) stays in bias_relevance
     X, y = positive_data
     svc = SVC(kernel="rbf", gamma=2.0, C=10.0).fit(X, y)
     inside = X[svc.predict(X) == 1]
-    lrp = LRP(FrozenEstimator(svc)).fit(inside)  # reference: one class only
-    with pytest.warns(RootPointWarning, match=r"no root point found for 3 of 3 samples \(3 without any"):
+    lrp = LRP(FrozenEstimator(svc), taylor=taylor).fit(inside)  # reference: one class only
+    with pytest.warns(RootPointWarning, match=r"no root point found for 3 of 3 samples \(3 without any.*baseline"):
         E = lrp.explain(inside[:3])
     assert not E.extras["root_found"].any()
-    assert np.isnan(E.root_point).all()
-    np.testing.assert_allclose(E.relevance, 0.0)
-    np.testing.assert_allclose(E.residual, E.output)
+    f_ref = svc.decision_function(inside)
+    far = inside[np.argmin(f_ref)]  # the reference sample scored least in favour of class 1
+    for n in range(3):
+        x, b = inside[n], E.root_point[n]
+        grid = x + np.arange(1, 33)[:, None] / 32 * (far - x)
+        np.testing.assert_allclose(b, grid[np.argmin(np.abs(svc.decision_function(grid)))], atol=1e-12)
+    np.testing.assert_allclose(E.bias_relevance, svc.decision_function(E.root_point), atol=1e-12)
+    assert np.all(np.abs(E.relevance).sum(1) > 0)
+    np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance + E.residual, E.output, atol=1e-12)
+    if taylor == "exact":
+        assert np.all(np.abs(E.residual) <= 1e-6 * np.abs(E.output))
 
 
 def test_batching_and_float32_agree(positive_data):
@@ -431,10 +448,13 @@ def test_bad_samples(data, positive_data):
     ("n_root_candidates", 0), ("n_root_candidates", 2.5), ("root_tol", -1.0), ("root_tol", np.nan),
 ])
 def test_bad_root_parameters(positive_data, param, value):
-    # refused up front, naming the parameter, before the model is trained
+    # refused up front, naming the parameter, before the model is trained; and in explain after set_params
     X, y = positive_data
     with pytest.raises(ValueError, match=f"'{param}' parameter of LRPTransformer must be"):
         LRP(TAYLOR["rbf"](), **{param: value}).fit(X, y)
+    lrp = LRP(TAYLOR["rbf"]()).fit(X, y).set_params(**{param: value})
+    with pytest.raises(ValueError, match=f"'{param}' parameter of LRPTransformer must be"):
+        lrp.explain(X[:2])
 
 
 @parametrize_with_checks([sklrp.LRPTransformer(SVC(kernel=K.intersection_kernel), device="cpu"),
@@ -447,7 +467,7 @@ def test_sklearn_compatible(estimator, check):
 
 def test_float32_taylor_keeps_root_tolerance(positive_data):
     X, y = positive_data
-    lrp = LRP(TAYLOR["rbf"](), dtype="float32", root_tol=1e-8).fit(X, y)
+    lrp = FIRST(TAYLOR["rbf"](), dtype="float32", root_tol=1e-8).fit(X, y)
     E = lrp.explain(X[:6])
     assert E.extras["root_found"].all()
     assert np.all(np.abs(lrp.estimator_.decision_function(E.root_point.astype(np.float64))) <= 1e-6)
@@ -480,7 +500,7 @@ def test_user_declared_per_dimension_kernel_is_exact(data):
 
 def test_user_differentiable_kernel_taylor(positive_data):
     X, y = positive_data
-    lrp = LRP(SVC(kernel=_CauchyKernel(0.1), C=10.0)).fit(X, y)
+    lrp = FIRST(SVC(kernel=_CauchyKernel(0.1), C=10.0)).fit(X, y)
     svc = lrp.estimator_
     E = lrp.explain(X[:4])
     assert E.extras["root_found"].all()
@@ -505,7 +525,7 @@ def test_taylor_matches_thesis_formulas_loop(positive_data, name):
     # Eq. (A.5): R_d = (x - x~)_d sum_i a_i k(x_i, x~) 2 gamma (x_i(d) - x~(d))   (gamma = 1/sigma^2)
     # Eq. (A.7): R_d = (x - x~)_d sum_i a_i k(x_i, x~) gamma (4 x_i(d)^2 / (x_i(d) + x~(d))^2 - 1)
     X, y = positive_data
-    lrp = LRP(TAYLOR[name](), target=1).fit(X, y)
+    lrp = FIRST(TAYLOR[name](), target=1).fit(X, y)
     svc = lrp.estimator_
     E = lrp.explain(X[:3])
     sv, a, gamma = svc.support_vectors_, svc.dual_coef_[0], 2.0 if name == "rbf" else 1.5

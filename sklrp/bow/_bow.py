@@ -55,7 +55,10 @@ class BoWEncoder(ThreeDInputMixin, TransformerMixin, BaseEstimator):
     rank_base : float, default=2.0
         Base ``p`` of the rank mapping (Eq. (2.86)).
     pooling : float, default=1.0
-        Exponent of the p-means (``>= 1``); ``numpy.inf`` for max pooling.
+        Exponent ``p > 0`` of the p-means; ``numpy.inf`` for max pooling. Eq. (2.82) is
+        defined for non-negative mappings and any ``p`` (``0 < p < 1`` included), and for
+        mappings of either sign when ``p`` is a natural number: a non-integer ``p`` with a
+        negative mapping value raises ``ValueError``.
     normalize : {"l1", "l2", None}, default="l1"
     pyramid : sequence of (rows, cols), default=((1, 1),)
         Spatial pyramid, e.g. ``((1, 1), (2, 2), (3, 1))``; regions are assigned by
@@ -121,8 +124,8 @@ class BoWEncoder(ThreeDInputMixin, TransformerMixin, BaseEstimator):
             raise ValueError(f"{name}: n_nearest must be a positive integer, got {self.n_nearest!r}")
         if not isinstance(self.rank_base, numbers.Real) or not self.rank_base > 1:
             raise ValueError(f"{name}: rank_base must be a number > 1, got {self.rank_base!r}")
-        if not isinstance(self.pooling, numbers.Real) or np.isnan(self.pooling) or self.pooling < 1:
-            raise ValueError(f"{name}: pooling must be a p-means exponent >= 1 or numpy.inf, got {self.pooling!r}")
+        if not isinstance(self.pooling, numbers.Real) or np.isnan(self.pooling) or self.pooling <= 0:
+            raise ValueError(f"{name}: pooling must be a p-means exponent > 0 or numpy.inf, got {self.pooling!r}")
         if self.normalize not in ("l1", "l2", None):
             raise ValueError(f"{name}: normalize must be 'l1', 'l2' or None, got {self.normalize!r}")
         if self.kmeans not in ("minibatch", "full"):
@@ -189,7 +192,18 @@ class BoWEncoder(ThreeDInputMixin, TransformerMixin, BaseEstimator):
             return vals.amax(0).reshape(-1)
         count = mem.sum(0).clamp(min=1)[:, None]
         p = float(self.pooling)
-        return ((mem.T @ m.pow(p)) / count).pow(1.0 / p).reshape(-1)
+        return ((mem.T @ self._power(m)) / count).pow(1.0 / p).reshape(-1)
+
+    def _power(self, m):
+        """``m_d(l)^p`` of the p-means (Eq. (2.82)), where it is defined."""
+        p = float(self.pooling)
+        if not p.is_integer() and bool((m < 0).any()):
+            raise ValueError(
+                f"BoWEncoder: p-means pooling with the non-integer exponent p={p:g} is defined for non-negative "
+                "mappings only (Eq. (2.82)), and the mapping has negative values; use a natural number p or a "
+                "non-negative mapping"
+            )
+        return m.pow(p)
 
     def _scales(self, geo, config):
         """(descriptor selector, codebook tensor) per vocabulary for one image's geometry."""
@@ -260,8 +274,7 @@ class BoWEncoderPropagator(Propagator):
             def zfn(lo, hi):
                 return z_full[lo:hi]
         else:
-            p = float(st.pooling)
-            mp = m.pow(p)
+            mp = st._power(m)
 
             def zfn(lo, hi):
                 return (mem[lo:hi, :, None] * mp[lo:hi, None, :] / count[None, :, None]).reshape(hi - lo, -1)

@@ -21,7 +21,7 @@ from sklearn.utils import check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..propagators import Propagator, RuleConfig, register
-from ..rules import DenseMap, Epsilon, LayerRelevance, Z, _safe_divide
+from ..rules import DenseMap, LayerRelevance
 from ._bow import normalise_rows
 from ._geometry import N_GEOMETRY
 from ._pooling import check_pool_rule, decompose_pool
@@ -211,8 +211,15 @@ class FisherVectorEncoder(ThreeDInputMixin, TransformerMixin, BaseEstimator):
 class FisherVectorPropagator(Propagator):
     """Fisher-vector dimensions -> descriptors (Eqs. (4.9)-(4.10), (2.79), (D.3)).
 
-    ``z_ld = Psi(l)_d / |L_r|`` and ``z_d = sum_l z_ld``. For the z- and epsilon rules
-    the relevance ``R_l = sum_d z_ld c_d`` with ``c_d = R_d / stab(z_d)`` is computed
+    The encoder averages, ``x_d = sum_l Psi(l)_d / |L_r|`` (Eq. (4.5)); the decomposition
+    follows Eqs. (4.9)-(4.10), ``z_ld = Psi(l)_d`` and ``z_d = sum_l z_ld = |L_r| x_d``. The
+    shares ``z_ld / z_d`` are the same either way, but a stabiliser is not: the epsilon
+    rule's ``z_d + eps sign(z_d)`` acts on the thesis' ``z_d``, so ``epsilon`` means what it
+    means in Chapter 4 (Fig. 4.3, ``epsilon = 100``, Appendix D.1.1). On the encoder's mean
+    scale the same rule is ``x_d + (eps / |L_r|) sign(x_d)``.
+
+    For quotient rules (:attr:`sklrp.rules.Rule.quotient`: z, epsilon) the relevance
+    ``R_l = sum_d z_ld c_d`` with ``c_d = R_d / stab(z_d)`` is computed
     without forming the ``(n_desc x FV-dim)`` matrix: up to ``n_desc * K * D = 2^25``
     from ``u = (l - mu_k) / sigma_k`` in descriptor chunks, above that by expanding it
     into products of the ``(n_desc x K)`` posteriors with ``(K x D)`` matrices (the
@@ -221,8 +228,8 @@ class FisherVectorPropagator(Propagator):
     Psi_pi part, which has no dimension, is spread evenly over the descriptor's
     dimensions. With PCA, per-dimension relevance goes back through the projection
     by the configured rule (Eq. (2.31)); the PCA mean absorbs relevance like a bias.
-    Other supported rules (alpha-beta, flat) use the chunked generic decomposition
-    with descriptor-level output.
+    Other rules (alpha-beta, flat, gamma, the magnitude rule of Eq. (2.7)) use the
+    chunked generic decomposition with descriptor-level output.
 
     Empty dimensions (``gamma_k(l) = 0`` for all descriptors of the region) follow
     Eq. (2.79): ``R_d / |L_r|`` to each descriptor, on the dimension ``d`` refers to.
@@ -251,22 +258,20 @@ class FisherVectorPropagator(Propagator):
             geo, raw = x[i, :, :N_GEOMETRY], x[i, :, N_GEOMETRY:]
             l = st._project(raw, config)
             members = region_members(geo, st.levels_)
-            if isinstance(rule, (Z, Epsilon)):
+            if rule.quotient:  # R_{l<-d} = z_ld s_d: decomposed down to descriptor dimensions (Eq. (D.3))
                 r_dim = self._fast(l, members, relevance[i], rule, params)
             else:
                 r_l = self._generic(l, members, relevance[i], rule, params)
                 r_dim = (r_l / l.shape[1])[:, None].expand_as(l)
             if st.pca_ is None:
                 out[i, :, N_GEOMETRY:] = r_dim
-            else:
+            elif rule.quotient:  # per-dimension relevance through the projection by the rule (Eq. (2.31))
                 w = config.tensor(st.pca_.components_.T)
-                lmap = DenseMap(w, -config.tensor(st.pca_.mean_) @ w)
-                step = rule.propagate(lmap, raw, r_dim) if isinstance(rule, (Z, Epsilon)) else None
-                if step is None:  # descriptor-level rules: keep R_l, spread over the raw dimensions
-                    out[i, :, N_GEOMETRY:] = (r_dim.sum(1) / raw.shape[1])[:, None]
-                else:
-                    out[i, :, N_GEOMETRY:] = step.input
-                    bias[i] = step.bias.sum()
+                step = rule.propagate(DenseMap(w, -config.tensor(st.pca_.mean_) @ w), raw, r_dim)
+                out[i, :, N_GEOMETRY:] = step.input
+                bias[i] = step.bias.sum()
+            else:  # descriptor-level rules: keep R_l, spread over the raw dimensions
+                out[i, :, N_GEOMETRY:] = (r_dim.sum(1) / raw.shape[1])[:, None]
         return LayerRelevance(out, bias)
 
     def _split(self, r_block):
@@ -283,15 +288,6 @@ class FisherVectorPropagator(Propagator):
         block = st._block_dims()
         out = torch.zeros_like(l)
         sq = pi.sqrt()[:, None]
-        eps = rule.epsilon if isinstance(rule, Epsilon) else 0.0
-
-        def coefficients(rel, z, scale):
-            # c_d = R_d / stab(z_d) for z = z_true / scale: stab(z_true) = scale * (z + eps / scale * sign z)
-            if eps == 0:
-                return _safe_divide(rel, z)
-            sign = torch.where(z >= 0, torch.ones_like(z), -torch.ones_like(z))
-            return _safe_divide(rel, z + eps / scale * sign)
-
         for r in range(members.shape[1]):
             mem = members[:, r]
             n_r = int(mem.sum())
@@ -322,8 +318,10 @@ class FisherVectorPropagator(Propagator):
                 zmu, zsig = st._moments(gs, l, pi, mu, sigma, n_r)
             r_pi, r_mu, r_sig = self._split(rel)
             live = live_k[:, None].to(l.dtype)
-            c_mu = coefficients(r_mu, zmu, scale[:, None]) * live
-            c_sig = coefficients(r_sig, zsig, scale[:, None]) * live
+            # c_d = R_d / stab(z_d): zmu, zsig are in units of scale_k / n_r of the thesis' z_d = sum_l Psi(l)_d
+            unit = (scale * n_r)[:, None]
+            c_mu = rule.scale(r_mu, zmu, unit=unit) * live
+            c_sig = rule.scale(r_sig, zsig, unit=unit) * live
             if direct:
                 per_dim = torch.empty_like(l)
                 am, asg = (c_mu / sq)[None], (c_sig / (sq * math.sqrt(2)))[None]
@@ -337,7 +335,7 @@ class FisherVectorPropagator(Propagator):
                 per_dim = l * (gs @ a) + l * l * (gs @ b) - 2 * l * (gs @ (mu * b)) + gs @ (mu * mu * b - mu * a - cc)
             if r_pi is not None:
                 z_pi_l = (g - pi[None] * memf) / pi.sqrt()[None]  # n_r * z_ld, Eq. (4.1)
-                c_pi = coefficients(r_pi, z_pi_l.sum(0) / n_r, 1.0)
+                c_pi = rule.scale(r_pi, z_pi_l.sum(0) / n_r, unit=torch.full_like(pi, float(n_r)))
                 per_dim = per_dim + (z_pi_l @ c_pi)[:, None] / dim
             out += per_dim * memf / n_r
             # Eq. (2.79) fallback for components no descriptor of the region reaches
@@ -377,7 +375,8 @@ class FisherVectorPropagator(Propagator):
             return (mem[:, :, None] * psi[:, None, :]).reshape(hi - lo, -1)
 
         bag = torch.arange(n_reg, device=l.device).repeat_interleave(st._block_dims())
-        return decompose_pool(zfn, l.shape[0], relevance, rule, bag, members, chunk=256)
+        # the contributions are Psi(l)_d / |L_r|; the thesis' z_ld = Psi(l)_d (Eqs. (4.9)-(4.10))
+        return decompose_pool(zfn, l.shape[0], relevance, rule, bag, members, chunk=256, unit=count[bag])
 
 
 class PowerNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):

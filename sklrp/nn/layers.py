@@ -28,8 +28,8 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from ..rules import AlphaBeta, Epsilon, Flat, WSquare, Z, _constant, _div0, _epsilon_den, _safe_divide
-from .maps import _CONV, ConvMap, DenseLayerMap, FlatDiagonalMap, PoolMap
+from ..rules import Flat, Z, _constant, safe_divide
+from .maps import ConvMap, FlatDiagonalMap, LayerMap, PoolMap, _tuple
 
 __all__ = [
     "add_backward",
@@ -47,198 +47,43 @@ def _flat(t):
     return t.reshape(t.shape[0], -1)
 
 
-# ----------------------------------------------------------------------------- fast linear-type steps
-# On CPUs torch's comparison, ``where``, ``masked_fill`` and ``any`` kernels run an order of
-# magnitude slower than plain arithmetic (boolean tensors are not vectorised), and every fresh
-# activation-sized tensor costs page faults. The hot paths below therefore use arithmetic only
-# (``copysign``, ``nan_to_num``, ``sign``), reduce with ``amin``, and write into buffers they own.
-
-
-class _LayerOp:
-    """A ``Linear`` or ``ConvNd`` layer's operator on shaped tensors, for the fast rule paths.
-
-    ``forward(x, w, b)`` runs the layer's operator with weight ``w`` and bias ``b``;
-    ``backward(s, w, x)`` its transpose (the input gradient of ``x -> x * w``), mapping
-    tensors shaped like the output (with ``w.shape[0]`` channels) to the input's
-    shape. ``parts(w)`` stacks the positive and negative parts of a weight (or bias)
-    along the output units so that one operator call serves both (alpha-beta): per group for
-    grouped convolutions, so that output channel ``(g, part, k)`` is part ``part``
-    of channel ``k`` of group ``g``. A ``Linear`` layer works on ``(rows, features)``.
-    """
-
-    def __init__(self, module):
-        self.module = module
-        self.conv = isinstance(module, torch.nn.modules.conv._ConvNd)
-        self.groups = module.groups if self.conv else 1
-        self.weight, self.bias = module.weight, module.bias
-
-    def forward(self, x, w, b=None):
-        m = self.module
-        if not self.conv:
-            return F.linear(x, w, b)
-        return _CONV[x.ndim - 2](x, w, b, m.stride, m.padding, m.dilation, m.groups)
-
-    def backward(self, s, w, x):
-        """The transposed product ``sum_j w_ij s_j``; ``x`` is a tensor of the input's shape.
-
-        ``x``'s values are not used: passing the layer input (rather than an expanded
-        dummy, as ``torch.nn.grad.convNd_input`` does) spares the convolution a copy.
-        """
-        m = self.module
-        if not self.conv:
-            return s @ w
-        if isinstance(m.padding, str):  # 'same'/'valid' may pad asymmetrically: let autograd transpose
-            with torch.enable_grad():
-                x0 = s.new_zeros(x.shape, requires_grad=True)
-                (g,) = torch.autograd.grad(self.forward(x0, w), x0, s)
-            return g
-        d = s.ndim - 2
-        return torch.ops.aten.convolution_backward(
-            s, x, w, None, _tuple(m.stride, d), _tuple(m.padding, d), _tuple(m.dilation, d), False, [0] * d,
-            m.groups, (True, False, False))[0]
-
-    def parts(self, t):
-        """``(stacked, t+, t-)``: the positive and negative parts of a weight or bias, and both
-        stacked along the output units (two clamps into one buffer, no further copies)."""
-        g = self.groups
-        t = t.unflatten(0, (g, -1))
-        both = t.new_empty((g, 2, *t.shape[1:]))
-        pos, neg = both[:, 0], both[:, 1]
-        torch.clamp(t, min=0, out=pos)
-        torch.clamp(t, max=0, out=neg)
-        return both.flatten(0, 2), pos.flatten(0, 1), neg.flatten(0, 1)
-
-    def stacked_buffer(self, z):
-        """Uninitialised ``(n, groups, 2, K / groups, *spatial)``; ``[:, :, p]`` is shaped like ``z`` grouped."""
-        n, k = z.shape[:2]
-        return z.new_empty((n, self.groups, 2, k // self.groups, *z.shape[2:]))
-
-    def grouped(self, z):
-        return z.unflatten(1, (self.groups, -1))
-
-    def bias_relevance(self, s, b):
-        """``sum_j s_j b_j`` per row, ``b`` per output channel (Eq. (2.16))."""
-        if b is None:
-            return s.new_zeros(s.shape[0])
-        if s.ndim > 2:
-            s = s.flatten(2).sum(dim=2)
-        return s @ b
-
-
-def _fast_rule(rule, op, x, z, relevance, mixed=None):
-    """Rules of Table 2.1 on a ``Linear``/``ConvNd`` layer with the least work; None if not covered.
-
-    ``x`` is the layer input, ``z`` its output (reused as ``z_j`` of Eqs. (2.13),
-    (2.22)), ``relevance`` shaped like ``z``. Returns ``(R_in, R_bias)``.
-
-    * z and epsilon (Eqs. (2.13), (2.22)): ``R_i = x_i sum_j w_ij s_j`` with
-      ``s_j = R_j / z_j`` or ``R_j / (z_j + eps sign z_j)``: one transposed product,
-      as for the gradient (Eq. (2.61)).
-    * flat and w^2 (Eqs. (2.27), (2.28)): the denominators (fan-in, ``sum_i w_ij^2``)
-      do not depend on the input, so they come from one sample of ones.
-    * alpha-beta (Eqs. (2.24)-(2.26)): ``z+_j = sum_i (x+_i w+_ij + x-_i w-_ij) + b+_j``
-      is one extra forward product (two when the input has both signs, i.e. an
-      input layer; below a ReLU ``x- = 0``), and ``z-_j = z_j - z+_j`` reuses the
-      layer's output ``z_j`` (Eq. (2.25): ``z_ij = z+_ij + z-_ij``). The transposed
-      products ``alpha w+ s+ + beta w- s-`` (and, for ``x-``, ``alpha w- s+ + beta w+ s-``)
-      are one call each with the weights stacked along the output units; ``beta = 0``
-      (z+) needs ``w+`` alone. FLOPs: one forward and two transposed products beyond
-      the forward pass, against one transposed product for the gradient.
-
-    ``z-`` by subtraction rounds like ``z`` and ``z+`` (absolute error ~ machine
-    epsilon times ``|z+_j|``), so a unit whose negative part is tiny next to its
-    positive part gets its ``beta`` share with a larger relative error than from
-    a separate convolution; the tests compare with loop references and zennit in
-    float64. Elsewhere the results equal :meth:`sklrp.rules.Rule.propagate` up to
-    rounding. ``mixed`` says whether ``x`` has negative entries (None: look, which
-    synchronises with a GPU; :mod:`sklrp.nn.engine` looks for all layers at once).
-    """
-    w, b = op.weight, op.bias
-    if type(rule) in (Z, Epsilon):
-        if type(rule) is Epsilon and rule.epsilon > 0:
-            s = _epsilon_den(z, rule.epsilon)
-            torch.div(relevance, s, out=s)
-        else:
-            s = _div0(relevance, z)
-        return op.backward(s, w, x).mul_(x), op.bias_relevance(s, b)
-    if type(rule) in (Flat, WSquare):  # Eqs. (2.27), (2.28): the denominator is the same for every sample
-        wv = (w != 0).to(w.dtype) if type(rule) is Flat else w * w
-        den = op.forward(x.new_ones((1, *x.shape[1:])), wv)  # fan-in, or sum_i w_ij^2
-        return op.backward(_div0(relevance, den), wv, x), x.new_zeros(x.shape[0])
-    if not isinstance(rule, AlphaBeta):
-        return None
-    a, be = rule.alpha, rule.beta
-    if mixed is None:
-        mixed = x.numel() > 0 and bool(x.amin() < 0)  # else x >= 0: the x- terms of Eq. (2.25) vanish
-    xp, xn = (x.clamp(min=0), x.clamp(max=0)) if mixed else (x, None)
-    w2, wp, wn = op.parts(w)
-    b2, bp, _ = (None, None, None) if b is None else op.parts(b)
-    zp = op.forward(xp, wp, bp)  # z+_j = sum_i (x+_i w+_ij + x-_i w-_ij) + b+_j
-    if mixed:
-        zp.add_(op.forward(xn, wn))
-    if be == 0:  # z+ rule (alpha = 1): the negative part carries no relevance
-        s = _div0(relevance, zp, out=zp)
-        r_in = op.backward(s, wp, x).mul_(xp)
-        if mixed:
-            r_in.add_(op.backward(s, wn, x).mul_(xn))
-        return r_in, op.bias_relevance(s, bp)
-    # s+ = alpha R / z+, s- = beta R / z- (0/0 := 0), stacked like w2 = [w+, w-] per group, so that
-    # one transposed product gives sum_j (alpha w+_ij s+_j + beta w-_ij s-_j) and the bias needs no scaling
-    s = op.stacked_buffer(z)
-    sp, sn = s[:, :, 0], s[:, :, 1]
-    g_rel = op.grouped(relevance)
-    zero = _constant(0.0, z)
-    torch.sub(op.grouped(z), op.grouped(zp), out=sn)  # z-_j = z_j - z+_j
-    torch.addcdiv(zero, g_rel, sn, value=be, out=sn)
-    torch.addcdiv(zero, g_rel, op.grouped(zp), value=a, out=sp)
-    s = s.flatten(1, 3).nan_to_num_(0.0, 0.0, 0.0)
-    r_in = op.backward(s, w2, x).mul_(xp)  # x+_i (alpha w+ s+ + beta w- s-)_i
-    if mixed:  # x-_i (alpha w- s+ + beta w+ s-)_i: the parts swapped
-        r_in.add_(op.backward(s, w2.unflatten(0, (op.groups, 2, -1)).flip(1).flatten(0, 2), x).mul_(xn))
-    return r_in, op.bias_relevance(s, b2)
-
-
 def linear_backward(module, rule, x, out, relevance, mixed=None):
-    """``torch.nn.Linear`` (any leading dimensions) under ``rule``; ``mixed`` as for :func:`_fast_rule`."""
+    """``torch.nn.Linear`` (any leading dimensions) under ``rule``.
+
+    ``mixed`` says whether ``x`` has negative entries (None: look if the rule asks).
+    Every rule runs through :meth:`sklrp.rules.Rule.propagate` on the layer's own
+    product (:class:`sklrp.nn.maps.LayerMap`).
+    """
     n = x.shape[0]
     x2, o2 = x.reshape(-1, x.shape[-1]), out.reshape(-1, out.shape[-1])
-    r2 = relevance.reshape(o2.shape)
-    res = _fast_rule(rule, _LayerOp(module), x2, o2, r2, mixed)
-    if res is None:
-        lr = rule.propagate(DenseLayerMap(module, x2, o2), x2, r2)
-        res = lr.input, lr.bias
-    return res[0].reshape(x.shape), res[1].reshape(n, -1).sum(dim=1)
+    lr = rule.propagate(LayerMap(module, x2, o2, mixed), x2, relevance.reshape(o2.shape))
+    return lr.input.reshape(x.shape), lr.bias.reshape(n, -1).sum(dim=1)
 
 
 def conv_backward(module, rule, x, out, relevance, mixed=None):
-    """``torch.nn.ConvNd`` (stride, padding, dilation, groups) under ``rule``; ``mixed`` as for :func:`_fast_rule`."""
-    res = _fast_rule(rule, _LayerOp(module), x, out, relevance, mixed)
-    if res is not None:
-        return res
+    """``torch.nn.ConvNd`` (stride, padding, dilation, groups) under ``rule``; ``mixed`` as for :func:`linear_backward`.
+
+    Rules described by parts run on the layer's own tensor shapes
+    (:class:`sklrp.nn.maps.LayerMap`); a rule that only overrides ``propagate`` gets the
+    flattened ``(n, features)`` map its :class:`~sklrp.rules.LinearMap` contract promises.
+    """
+    if rule.has_parts:
+        return rule.propagate(LayerMap(module, x, out, mixed), x, relevance)
     x2 = _flat(x)
-    lmap = ConvMap(module, x.shape[1:], out.shape[1:], x2, _flat(out))
-    lr = rule.propagate(lmap, x2, _flat(relevance))
+    lr = rule.propagate(ConvMap(module, x.shape[1:], out.shape[1:], x2, _flat(out)), x2, _flat(relevance))
     return lr.input.reshape(x.shape), lr.bias
 
 
 def avgpool_backward(module, flat, x, out, relevance):
     """Average pooling as a linear layer: z-rule, or the flat rule inside the flat region.
 
-    The flat rule on a layer with equal weights per window is the z-rule at an
-    all-ones input, which spreads ``R_j`` evenly over the non-padded inputs of
-    window ``j`` (Eq. (2.27)).
+    The flat rule spreads ``R_j`` evenly over the non-padded inputs of window ``j``
+    (Eq. (2.27)), as it does for every linear layer.
     """
     x2 = _flat(x)
-    if flat:
-        ones = torch.ones_like(x2)
-        lr = Z().propagate(PoolMap(module, x.shape[1:], out.shape[1:]), ones, _flat(relevance))
-    else:
-        lr = Z().propagate(PoolMap(module, x.shape[1:], out.shape[1:], x2, _flat(out)), x2, _flat(relevance))
+    rule = Flat() if flat else Z()
+    lr = rule.propagate(PoolMap(module, x.shape[1:], out.shape[1:], x2, _flat(out)), x2, _flat(relevance))
     return lr.input.reshape(x.shape), x.new_zeros(x.shape[0])
-
-
-def _tuple(v, d):
-    return tuple(v) if isinstance(v, (tuple, list)) else (v,) * d
 
 
 def _pool_windows(x, module, out_spatial):
@@ -356,7 +201,7 @@ def _maxpool_general(module, flat, x, out, relevance):
         else:
             chosen = win.detach() == out.detach()[expand]
         count = chosen.sum(dim=tuple(range(-d, 0))).to(x.dtype)
-        msg = chosen.to(x.dtype) * _safe_divide(relevance, count)[expand]
+        msg = chosen.to(x.dtype) * safe_divide(relevance, count)[expand]
         (r_in,) = torch.autograd.grad(win, x0, msg)
     return r_in
 
@@ -426,7 +271,7 @@ def lrn_backward(module, x, out, relevance):
     # sum_i v_ij = diag_j - off_j (S_j - x_j^2)   (Eq. (2.45))
     s_j = torch.einsum("nil,ij->njl", xs * xs, band)
     denom = diag - off * (s_j - xs * xs)
-    scaled = _safe_divide(relevance.reshape(n, c, -1), denom)
+    scaled = safe_divide(relevance.reshape(n, c, -1), denom)
     spread = torch.einsum("njl,ij->nil", diag / count * scaled, band)
     inhibit = torch.einsum("njl,ij->nil", off * scaled, band) - off * scaled  # j != i only
     r_in = spread - xs * xs * inhibit
@@ -435,6 +280,6 @@ def lrn_backward(module, x, out, relevance):
 
 def add_backward(xs, out, relevance):
     """Merge by addition, Eq. (2.39): ``R_k = x_k / (sum_k' x_k') R`` (0/0 := 0)."""
-    scaled = _safe_divide(relevance, out)
+    scaled = safe_divide(relevance, out)
     return [x * scaled for x in xs], out.new_zeros(out.shape[0])
 
