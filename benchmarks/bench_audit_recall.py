@@ -192,13 +192,13 @@ def settings(splits, datas, models, seeds_dev, seeds_held, quick):
 
 def summarise(rows):
     def rate(xs):
-        return (f"{np.mean(xs):.2f}" if len(xs) else "  - ") + f" ({len(xs)})"
+        return (f"{np.mean(xs):.3f}" if len(xs) else "   - ") + f" ({len(xs)})"
 
     groups = {}
     for r in rows:
         groups.setdefault((r["split"], r["data"], r["model"]), []).append(r)
-    head = (f"{'split':<12}{'data':<8}{'model':<8}{'reliance':>9}  {'recall':>10}  {'flagged':>10}  "
-            f"{'located':>10}  {'recall(all)':>11}  {'FFR':>12}  {'old recall':>10}  {'old FFR':>12}")
+    head = (f"{'split':<12}{'data':<8}{'model':<8}{'reliance':>9}  {'recall':>11}  {'flagged':>11}  "
+            f"{'located':>11}  {'recall(all)':>11}  {'FFR':>12}  {'old recall':>11}  {'old FFR':>12}")
     print(head)
     print("-" * len(head))
     totals = {}
@@ -220,7 +220,7 @@ def summarise(rows):
 
 
 def _cells(cols, rate):
-    widths = dict(recall=10, flagged=10, located=10, recall_all=11, ffr=12, old_recall=10, old_ffr=12)
+    widths = dict(recall=11, flagged=11, located=11, recall_all=11, ffr=12, old_recall=11, old_ffr=12)
     return "  ".join(f"{rate(cols[k]):>{w}}" for k, w in widths.items())
 
 

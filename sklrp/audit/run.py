@@ -237,9 +237,12 @@ def _audit_model(name, model, X, y, masks, shape, save, *, n_jobs, device, rule,
     R = E.relevance
     maps = R.reshape((len(R),) + tuple(shape))
     images = X.reshape((len(X),) + tuple(shape))
+    notes = []
     if maps.ndim == 4:  # colour: channels last
         maps, images = maps.sum(-1), images.mean(-1)
-    notes = []
+        if probe:
+            notes.append("Reliance probe skipped: it pastes grey-value regions and these are colour images.")
+            probe = False
     sec = {"name": name, "model": model_name(model), "n_samples": int(len(X)),
            "explained": ("true class (y)" if y is not None else "predicted class") if classifier else "output 0",
            "accuracy": float(np.mean(pred == y)) if classifier and y is not None else None,

@@ -170,10 +170,11 @@ def parallel(tasks, *, n_jobs=None, verbose=False, desc=None, total=None):
     from joblib import Parallel, parallel_config
     from joblib.parallel import get_active_backend
 
-    backend, _ = get_active_backend()
-    if type(backend).__name__ == "LokyBackend" and n_jobs not in (None, 1):
+    backend, configured = get_active_backend()
+    effective = configured if n_jobs is None else n_jobs
+    if type(backend).__name__ == "LokyBackend" and effective not in (None, 1):
         with parallel_config(backend="loky", initializer=_worker_init):
-            results = Parallel(n_jobs=n_jobs, max_nbytes=None, return_as="generator")(tasks)
+            results = Parallel(n_jobs=effective, max_nbytes=None, return_as="generator")(tasks)
             return _drain(results, verbose, desc, total)
     results = Parallel(n_jobs=n_jobs, return_as="generator")(tasks)
     return _drain(results, verbose, desc, total)
