@@ -22,8 +22,8 @@ __all__ += ["aopc_score", "context_ratio", "make_aopc_scorer", "perturbation_cur
 # Everything is loaded on first use (PEP 562): ``import sklrp`` stays fast, ``sklrp.svm.Pair``
 # works whatever was imported before, and ``sklrp audit`` reports a bad argument or file before
 # torch is imported.
-_LAZY_SUBMODULES = ("audit", "bow", "chain", "cli", "datasets", "evaluation", "explain", "explanation", "kernels",
-                    "linear", "nn", "plotting", "propagators", "rules", "spray", "svm", "tabular")
+_LAZY_SUBMODULES = ("audit", "bow", "chain", "cli", "dask", "datasets", "evaluation", "explain", "explanation",
+                    "kernels", "linear", "nn", "plotting", "propagators", "rules", "spray", "svm", "tabular")
 _LAZY_NAMES = {
     "LRPTransformer": "explain",
     "Explanation": "explanation",
@@ -44,16 +44,26 @@ _LAZY_NAMES = {
 __all__ += ["audit", "bow", "kernels", "nn", "plotting", "tabular"]
 
 
+# Loading the explainer or the evaluation through ``sklrp`` also loads sklrp.dask, which registers
+# the block-wise twins that Dask input to explain / aopc_score / perturbation_curve is handed to.
+_NEEDS_DASK_TWINS = {"explain", "evaluation", "chain", "LRPTransformer", "aopc_score", "perturbation_curve",
+                     "make_aopc_scorer", "context_ratio", "sensitivity_heatmap", "deconvolution_heatmap",
+                     "guided_backprop_heatmap"}
+
+
 def __getattr__(name):
     import importlib
 
     if name in _LAZY_NAMES:
         value = getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
         globals()[name] = value
-        return value
-    if name in _LAZY_SUBMODULES:
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    elif name in _LAZY_SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _NEEDS_DASK_TWINS:
+        importlib.import_module(f"{__name__}.dask")
+    return value
 
 
 def __dir__():

@@ -19,6 +19,7 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _blockwise
 from .chain import Chain
 from .explanation import Explanation
 from .propagators import RuleConfig, check_supported, input_adapter_for
@@ -69,13 +70,17 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
     rule : str or sklrp.rules.Rule, default="epsilon"
         Rule for linear-type layers: ``"z"`` (Eq. (2.13)), ``"epsilon"`` (Eq. (2.22)),
         ``"alphabeta"`` (Eq. (2.26)), ``"zplus"``, ``"flat"`` (Eq. (2.27)),
-        ``"wsquare"`` (Eq. (2.28)), ``"zb"``, or a Rule instance.
+        ``"wsquare"`` (Eq. (2.28)), ``"zbox"`` (``"zb"``; bounded input, Table 2.1),
+        ``"gamma"`` (Montavon et al., 2019), ``"absz"`` (the magnitude rule of Eq. (2.7)),
+        or a Rule instance (:mod:`sklrp.rules`).
     epsilon : float, default=1e-2
         Stabiliser of the epsilon rule.
     alpha, beta : float, default=2.0, -1.0
         Alpha-beta parameters in the thesis' convention ``alpha + beta = 1``.
     low, high : float or array-like, default=0.0, 1.0
-        Input bounds of the ``"zb"`` rule.
+        Input bounds of the ``"zbox"`` rule: scalars, or shaped like one sample.
+    gamma : float, default=0.25
+        Weight of the positive parts in the ``"gamma"`` rule, ``z_ij = x_i (w_ij + gamma w+_ij)``.
     conv_rule, input_rule : str or Rule, default=None
         Rules for convolutional layers and for the input layer of torch networks
         (``sklrp.nn``); ``None`` uses ``rule``.
@@ -164,6 +169,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         beta=-1.0,
         low=0.0,
         high=1.0,
+        gamma=0.25,
         conv_rule=None,
         input_rule=None,
         flat_depth=None,
@@ -187,6 +193,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         self.beta = beta
         self.low = low
         self.high = high
+        self.gamma = gamma
         self.conv_rule = conv_rule
         self.input_rule = input_rule
         self.flat_depth = flat_depth
@@ -211,6 +218,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         "beta": [Real],
         "low": [Real, "array-like"],
         "high": [Real, "array-like"],
+        "gamma": [Interval(Real, 0, None, closed="left")],
         "conv_rule": [str, Rule, None],
         "input_rule": [str, Rule, None],
         "flat_depth": [Interval(Integral, 0, None, closed="left"), None],
@@ -231,7 +239,7 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
     # -- configuration ---------------------------------------------------------
     def _make_rule(self, rule):
         return make_rule(rule, epsilon=self.epsilon, alpha=self.alpha, beta=self.beta,
-                         low=self.low, high=self.high)
+                         low=self.low, high=self.high, gamma=self.gamma)
 
     def _config(self) -> RuleConfig:
         self._validate_params()
@@ -349,7 +357,11 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
             is a sparse ``(n_documents, n_features)`` matrix over the vectoriser's columns and
             ``extras["tokens"]`` holds the ``(token, position, relevance)`` of each
             document's tokens (see :class:`sklrp.bow.text.TextAdapter`).
+            For a Dask array or DataFrame, the fields are lazy Dask arrays computed block by
+            block (:func:`sklrp.dask.explain`).
         """
+        if _blockwise.is_lazy(X):  # a Dask collection: block by block (sklrp.dask)
+            return _blockwise.handler("explain")(self, X, target=target, y=y)
         chain = self.get_chain()
         X = self._validate_X(X, chain)
         target = self.target if target is None else target
@@ -373,8 +385,9 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         Returns
         -------
         relevance : ndarray of shape (n_samples, n_features)
+            A lazy Dask array for Dask input (:func:`sklrp.dask.explain`).
         """
-        return self.explain(X).relevance
+        return self.explain(X).relevance  # Dask input: explain's block-wise path
 
     def fit_transform(self, X, y=None, **fit_params):
         """Fit, then return the relevance of ``X`` (``y`` is used for ``target="true"``).

@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_array
 
-from .rules import _safe_divide  # 0/0 := 0, as in Eq. (A.6)
+from .rules import safe_divide  # 0/0 := 0, as in Eq. (A.6)
 
 __all__ = [
     "Kernel",
@@ -413,7 +413,7 @@ class AdditiveChi2Kernel(Kernel):
         _check_non_negative(X, name, type(self).__name__)
 
     def per_dimension(self, x, y):
-        return -_safe_divide((x - y) ** 2, x + y)
+        return -safe_divide((x - y) ** 2, x + y)
 
 
 class Chi2Kernel(Kernel):
@@ -457,7 +457,7 @@ class Chi2Kernel(Kernel):
         step = max(1, _CHUNK // max(1, n * d))
         for lo in range(0, S.shape[0], step):
             s = S[lo:lo + step][None, :, :]
-            ratio = _safe_divide(4 * s * s, (s + X[:, None, :]) ** 2)
+            ratio = safe_divide(4 * s * s, (s + X[:, None, :]) ** 2)
             out += torch.einsum("ns,nsd->nd", ck[:, lo:lo + step], ratio)
         return self.gamma * out
 

@@ -129,7 +129,6 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor, out: torch.Tensor | None =
     return inv.mul_(num) if out is den else torch.mul(num, inv, out=out)
 
 
-_safe_divide = safe_divide  # the name other modules imported before the helper was public
 
 
 _CONSTANTS: dict = {}

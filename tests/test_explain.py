@@ -344,3 +344,12 @@ def test_float32_input_is_not_copied_to_float64():
         tracemalloc.stop()
     assert R.dtype == np.float64 and peak < R.nbytes + 0.25 * X.nbytes
     np.testing.assert_allclose(R, lrp.transform(X.astype(np.float64)), rtol=1e-6, atol=1e-6)
+
+
+def test_gamma_parameter_reaches_the_rule():
+    lrp = LRPTransformer(make_pipeline(StandardScaler(), LogisticRegression(max_iter=1000)), rule="gamma",
+                         gamma=0.5, device="cpu").fit(X_IRIS, Y_IRIS)
+    assert lrp.get_chain().config.rule == sklrp.rules.Gamma(0.5)
+    assert lrp.transform(X_IRIS[:3]).shape == (3, 4)
+    with pytest.raises(ValueError, match="'gamma' parameter of LRPTransformer"):
+        LRPTransformer(LogisticRegression(), gamma=-1.0).fit(X_IRIS, Y_IRIS)

@@ -23,6 +23,7 @@ SUBMODULES = {
     "bow": "DenseSIFT",
     "chain": "Chain",
     "cli": "main",
+    "dask": "explain",
     "datasets": "make_clever_hans",
     "evaluation": "aopc_score",
     "explain": "LRPTransformer",

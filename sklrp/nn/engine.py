@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from . import layers
-from ..rules import AlphaBeta, Rule
+from ..rules import Rule
 from .composites import Composite
 from .merge import Add, Concat
 
@@ -170,7 +170,7 @@ class _Session:
             rule = self.composite.rule_for(module, position)
             fn = layers.conv_backward if isinstance(module, nn.modules.conv._ConvNd) else layers.linear_backward
             sign_check = None
-            if isinstance(rule, AlphaBeta) and inputs[0].numel() > 0:
+            if rule.uses_input_sign and inputs[0].numel() > 0:
                 sign_check = len(self.input_minima)
                 self.input_minima.append(inputs[0].detach().amin())
 
