@@ -44,13 +44,6 @@ _LAZY_NAMES = {
 __all__ += ["audit", "bow", "kernels", "nn", "plotting", "tabular"]
 
 
-# Loading the explainer or the evaluation through ``sklrp`` also loads sklrp.dask, which registers
-# the block-wise twins that Dask input to explain / aopc_score / perturbation_curve is handed to.
-_NEEDS_DASK_TWINS = {"explain", "evaluation", "chain", "LRPTransformer", "aopc_score", "perturbation_curve",
-                     "make_aopc_scorer", "context_ratio", "sensitivity_heatmap", "deconvolution_heatmap",
-                     "guided_backprop_heatmap"}
-
-
 def __getattr__(name):
     import importlib
 
@@ -61,8 +54,6 @@ def __getattr__(name):
         value = importlib.import_module(f"{__name__}.{name}")
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    if name in _NEEDS_DASK_TWINS:
-        importlib.import_module(f"{__name__}.dask")
     return value
 
 

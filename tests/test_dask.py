@@ -357,3 +357,22 @@ def test_warnings_point_at_the_caller(fitted):
         warnings.simplefilter("always")
         models["linear"].explain(da.from_array(X, chunks=(60, 2)))
     assert seen and seen[0].filename == __file__
+
+
+def test_explainer_imported_directly_hands_dask_input_over():
+    # the block-wise twins are registered on first use, however the explainer was imported
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, dask, dask.array as da\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "from sklrp.explain import LRPTransformer\n"
+        "X = np.random.RandomState(0).randn(20, 3)\n"
+        "lrp = LRPTransformer(LogisticRegression(), device='cpu').fit(X, X[:, 0] > 0)\n"
+        "R = lrp.transform(da.from_array(X, chunks=(10, 3)))\n"
+        "assert np.allclose(R.compute(scheduler='sync'), lrp.transform(X))\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
