@@ -33,6 +33,10 @@ seeded by :func:`block_seeds` from ``random_state``: results are reproducible fo
 ``random_state`` and row chunks, and equal to the in-memory function run on each block with
 that block's seed, but not to one in-memory run over all samples (which draws from a single
 stream in sample order; a distributed computation has no such order).
+
+Why one module: the block-wise twins of ``explain``, ``perturbation_curve`` and
+``aopc_score`` share one way of splitting rows, shipping the fitted model once and
+reassembling fields; spreading them over modules would repeat that machinery.
 """
 
 from __future__ import annotations
