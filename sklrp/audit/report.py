@@ -18,7 +18,7 @@ __all__ = ["render_report"]
 MEASURED = ("On the planted-shortcut benchmark (held-out cues and seeds, four model families) this rule flagged "
             "{ffr} of clean classes and found {recall} of planted cues that the model relied on "
             "(flagged or ranked first); see the documentation for the table.")
-MEASURED_FIGURES = {"ffr": "5.3 %", "recall": "76 %"}
+MEASURED_FIGURES = {"ffr": "5.8 %", "recall": "83 %"}  # bench_audit_recall.py, held-out split, doc/audit.rst
 
 
 def _template(name):

@@ -48,10 +48,16 @@ def model_input(model, X):
     return X.reshape(len(X), -1)
 
 
-def make_explainer(model, X, y=None, *, rule="epsilon", epsilon=1e-2, device="auto"):
+def make_explainer(model, X, y=None, *, rule="epsilon", epsilon=1e-2, device="auto", taylor_reference="mean"):
     """A fitted ``LRPTransformer`` for the fitted ``model`` (explained as is, in float64).
 
     The audit states conservation (Eq. (2.12)) to rounding, which float32 would blur.
+    Models explained by a Taylor decomposition (RBF and chi2 SVMs) are expanded at the training
+    mean (``taylor_reference="mean"``): the audit compares maps across a class, and relevance
+    relative to the average sample puts a shortcut's share consistently on the shortcut,
+    where root points (each sample's own nearest boundary point) spread it unevenly (on a
+    tagged digits class with an RBF SVM, the tenth percentile of the tag's share of positive
+    relevance was 0.19-0.20 at the mean against 0.03-0.08 at root points).
     Raises :class:`AuditError` when sklrp cannot explain the model.
 
     Examples
@@ -69,7 +75,8 @@ def make_explainer(model, X, y=None, *, rule="epsilon", epsilon=1e-2, device="au
 
     if not hasattr(model, "predict") and not hasattr(model, "decision_function"):
         raise AuditError(f"{type(model).__name__} is not a fitted estimator (no predict/decision_function)")
-    lrp = LRPTransformer(FrozenEstimator(model), rule=rule, epsilon=epsilon, device=device, dtype="float64")
+    lrp = LRPTransformer(FrozenEstimator(model), rule=rule, epsilon=epsilon, device=device, dtype="float64",
+                         taylor_reference=taylor_reference)
     try:
         lrp.fit(X, y)
     except TypeError as exc:  # the registry's "no propagator for ..." message
