@@ -931,7 +931,8 @@ class ZBox(Rule):
 
     ``z_ij = x_i w_ij - l_i w+_ij - h_i w-_ij`` and ``R_i = sum_j z_ij / sum_i' z_i'j R_j``
     (Montavon et al. 2017). The bias is ignored, so the rule is exactly conservative
-    wherever the denominator is non-zero (0/0 := 0).
+    wherever the denominator is non-zero (0/0 := 0). ``sklrp.rules.ZB`` is the same class
+    under zennit's short name.
 
     Parameters
     ----------
