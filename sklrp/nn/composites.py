@@ -150,7 +150,13 @@ class Composite:
 
 
 def composite_from_config(config) -> Composite:
-    """The :class:`Composite` described by a :class:`sklrp.propagators.RuleConfig`."""
+    """The :class:`Composite` described by a :class:`sklrp.propagators.RuleConfig`.
+
+    ``config.composite`` when it is set (a named composite of ``LRPTransformer``), else the
+    composite of ``rule``, ``conv_rule``, ``input_rule`` and ``flat_depth``.
+    """
+    if config.composite is not None:
+        return config.composite
     return Composite(config.rule, config.conv_rule, config.input_rule, config.flat_depth)
 
 
