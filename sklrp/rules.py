@@ -963,6 +963,10 @@ class GeneralizedGamma(Rule):
     def parts(self):
         raise NotImplementedError  # units are selected by the sign of z_j: see propagate
 
+    @property
+    def uses_input_sign(self) -> bool:
+        return True  # x+ and x- are treated apart; maps that know the input's sign spare a look at the data
+
     def propagate(self, lmap: LinearMap, x: torch.Tensor, relevance: torch.Tensor) -> LayerRelevance:
         if lmap.unit is not None or lmap.per_view_units or lmap.requires_parts:
             raise TypeError(f"the GeneralizedGamma rule is not defined for {lmap.description}")

@@ -327,7 +327,7 @@ class Gated(nn.Module):
     ("linear", r"torch\.nn\.functional\.linear at .*`return F\.linear\(h, self\.w\)`.*torch\.nn\.Linear"),
     ("detach", r"torch\.Tensor\.detach at .*`h = h\.detach\(\) \+ h`.*cuts the network's graph"),
     ("exp", r"torch\.exp at .*`h = torch\.exp\(h\)`: no LRP decomposition.*is the input of the layer Linear"),
-    ("batch", r"torch\.Tensor\.mean at .*reduces over the batch"),
+    ("batch", r"torch\.Tensor\.mean at .*reduces over dimension 0, which sklrp takes for the batch"),
     ("divide", r"at .*`h = 1\.0 / h`: no LRP decomposition"),
     ("dropout", r"dropout at .*training=True"),
 ])
@@ -349,7 +349,7 @@ def test_control_flow_is_followed_as_it_runs():
 
         def forward(self, x):
             h = torch.relu(self.a(x))
-            if float(h.sum()) > 0 and h.abs().max().item() < 1e6:
+            if bool(h.sum() > 0) and bool(h.abs().max() < 1e6):
                 h = h + torch.relu(self.b(h))
             for _ in range(2):
                 h = torch.relu(h)

@@ -115,6 +115,15 @@ def _kind_of_type(module):
     return False
 
 
+_NO_CODE = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _runs_code(module):
+    """Whether the forward of a module that is not hooked runs tensor operations sklrp must follow: every module
+    but torch's containers and the known pass-through layers (whose operations autograd routes correctly)."""
+    return type(module) not in _NO_CODE and _kind_of_type(module) is False
+
+
 def _check_layer(module, kind):
     if kind == "linear" and isinstance(module, nn.modules.conv._ConvNd) and module.padding_mode != "zeros":
         raise TypeError(f"{module!r}: only padding_mode='zeros' is supported by sklrp")
@@ -242,10 +251,13 @@ class _Session:
     def pre_hook(self, module, inputs):
         tracer = self.tracer
         tracer.check([t for t in inputs if isinstance(t, torch.Tensor)],
-                     use=f"is the input of the layer {type(module).__name__} at {tracing.where()}")
+                     use=lambda: f"is the input of the layer {type(module).__name__} at {tracing.where()}")
         tracer.enter()  # the functions the layer calls inside are its own
 
-    def hook(self, kind):
+    def hook(self, kind, traced=True):
+        if not traced:  # no tensor operations between the layers: nothing to follow
+            return lambda module, inputs, output: self.wrap_layer(module, kind, inputs, output)
+
         def forward_hook(module, inputs, output):
             tracer = self.tracer
             try:
@@ -295,8 +307,11 @@ def attached(model: nn.Module, composite: Composite | None, relevance: bool = Tr
     """Attach the LRP hooks to ``model`` for one forward pass; restore it afterwards.
 
     Yields a session object; everything (hooks, ``training`` flags, ``inplace``
-    flags) is restored on exit, also when an exception is raised. With
-    ``relevance=False`` the hooks only locate a terminal softmax/sigmoid. ``mixed``
+    flags) is restored on exit, also when an exception is raised. While the block runs,
+    the session's :class:`sklrp.nn.tracing.FunctionalTracer` observes the tensor
+    operations between the layers (sums, concatenations, functional activations, ...) and
+    gives them their LRP steps; the tensor arguments of the model's call are the explained
+    input. With ``relevance=False`` the hooks only locate a terminal softmax/sigmoid. ``mixed``
     (a list of bools, one per alpha-beta layer in forward order) says which of those
     layers get inputs of both signs, instead of looking (a host synchronisation).
 
@@ -322,15 +337,22 @@ def _attached(model, composite, relevance, mixed):
         for m, _ in inplace:
             m.inplace = False  # in-place activations would overwrite saved layer inputs
         session = _Session(composite, relevance, mixed)
-        handles.append(model.register_forward_pre_hook(session.mark_input))
-        for m in modules:
-            kind = _kind(m)
+        kinds = [(m, _kind(m)) for m in modules]
+        # a network of nn.Sequential containers and known layers runs no code between its layers
+        traced = any(kind is None and _runs_code(m) for m, kind in kinds)
+        if traced:
+            handles.append(model.register_forward_pre_hook(session.mark_input))
+        for m, kind in kinds:
             if kind is not None:
                 _check_layer(m, kind)
-                handles.append(m.register_forward_pre_hook(session.pre_hook))
-                handles.append(m.register_forward_hook(session.hook(kind)))
-        with session.tracer:
-            yield session
+                if traced:
+                    handles.append(m.register_forward_pre_hook(session.pre_hook))
+                handles.append(m.register_forward_hook(session.hook(kind, traced)))
+        with session.tracer if traced else contextlib.nullcontext():
+            try:
+                yield session
+            finally:
+                session.tracer.release()
     finally:
         for h in handles:
             h.remove()

@@ -238,12 +238,19 @@ def skip_frames_of(path):
     _SKIPPED.add(os.path.abspath(path))
 
 
+def _skipped(path, cache={}):  # noqa: B006 - a cache on purpose
+    skip = cache.get(path)
+    if skip is None:
+        skip = cache[path] = path.startswith((_TORCH_DIR, "<frozen")) or os.path.abspath(path) in _SKIPPED
+    return skip
+
+
 def where() -> str:
     """``'File "...", line N, in Class.forward: <source>'``: the innermost frame outside torch and sklrp.nn."""
     frame = sys._getframe(1)
     while frame is not None:
         path = frame.f_code.co_filename
-        if not (path.startswith(_TORCH_DIR) or os.path.abspath(path) in _SKIPPED or path.startswith("<frozen")):
+        if not _skipped(path):
             line = linecache.getline(path, frame.f_lineno).strip()
             owner = frame.f_locals.get("self")
             func = frame.f_code.co_name
@@ -282,6 +289,12 @@ class FunctionalTracer(TorchFunctionMode):
         self._aliased: dict = {}  # id -> tensor: shares memory with another activation
 
     # -- bookkeeping -------------------------------------------------------------------
+    def release(self):
+        """Forget the pass's tensors (called when the forward pass is over)."""
+        for table in (self._carriers, self._marked, self._stale, self._aliased):
+            table.clear()
+        self.input_nodes.clear()
+
     def enter(self):
         self.depth += 1
 
@@ -312,14 +325,17 @@ class FunctionalTracer(TorchFunctionMode):
     def check(self, tensors, use=None):
         """Raise when ``tensors`` hold a result without a decomposition or a tensor an in-place operation changed.
 
-        ``use`` says how they are used, for the message (default: "is used at <the calling line>").
+        ``use`` says how they are used, for the message: a string, or a function returning one
+        (called only for the message); default "is used at <the calling line>".
         """
+        if not self._marked and not self._stale:
+            return
         for t in tensors:
             origin = self._origin(t)
             stale = self._stale.get(id(t))
             if origin is None and (stale is None or stale[0] is not t):
                 continue
-            use = f"is used at {where()}" if use is None else use
+            use = f"is used at {where()}" if use is None else use() if callable(use) else use
             if origin is not None:
                 raise OperationError(f"sklrp.nn cannot explain {origin[1]} at {origin[2]}: {origin[3]}. Its result "
                                      f"{use}.")
@@ -333,9 +349,10 @@ class FunctionalTracer(TorchFunctionMode):
         """Run an operation without an LRP decomposition; its floating-point results are marked, so that any use of
         them in the relevance raises (:meth:`check`), while their use in control flow stays possible."""
         out = fn(*args, **kwargs)
-        entry = (_describe(func), where(), why)
+        entry = None
         for t in _tensors(out):
             if t.is_floating_point():
+                entry = (_describe(func), where(), why) if entry is None else entry
                 self._marked[id(t)] = (t, *entry)
         return out
 
@@ -359,7 +376,7 @@ class FunctionalTracer(TorchFunctionMode):
             return self.mark(out) if found else out
         if marked:
             if found:
-                self.check(marked, use=f"is combined with an activation at {where()}")
+                self.check(marked, use=lambda: f"is combined with an activation at {where()}")
             origin = self._origin(marked[0])
             out = func(*args, **kwargs)  # data computed from such results: still without a decomposition
             for t in _tensors(out):
@@ -444,8 +461,7 @@ class FunctionalTracer(TorchFunctionMode):
         """Element-wise functions of one activation: relevance passes unchanged (Eq. (2.37))."""
         x = args[0] if args else kwargs.get("input")
         if len(found) != 1 or x is not found[0]:
-            return self._defer(func, fn, args, kwargs, _PRODUCT if len(found) > 1 else
-                               "no LRP decomposition is defined for it with these arguments")
+            return self._defer(func, fn, args, kwargs, "no LRP decomposition is defined for it with these arguments")
         wrapped = self.mark(self.session.wrap_step(_pass_through, fn(*args, **kwargs), [x]))
         if _KINDS.get(func) == _SIGMOID:
             self.session.terminal.append((wrapped, x))
@@ -495,9 +511,10 @@ class FunctionalTracer(TorchFunctionMode):
         dim = kwargs.get("dim", kwargs.get("axis", args[1] if len(args) > 1 else None))
         dims = None if dim is None else (dim,) if isinstance(dim, int) else tuple(dim)
         if not dims or any(d % x.ndim == 0 for d in dims):
-            return self._defer(func, fn, args, kwargs, "it reduces over the batch (dimension 0), so samples would "
-                                                       "share relevance; reduce over the dimensions of one sample, "
-                                                       "e.g. x.mean((2, 3))")
+            return self._defer(func, fn, args, kwargs, "it reduces over dimension 0, which sklrp takes for the batch "
+                                                       "(samples would share relevance); reduce over the dimensions "
+                                                       "of one sample, e.g. x.mean((2, 3)) or "
+                                                       "torch.stack([a, b], -1).sum(-1)")
         keepdim = kwargs.get("keepdim", args[2] if len(args) > 2 else False)
         pool = _Reduction(_NAMES[func].endswith("mean"), tuple(d % x.ndim for d in dims), bool(keepdim),
                           kwargs.get("dtype"))
