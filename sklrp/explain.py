@@ -19,6 +19,7 @@ from sklearn.utils import get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _blockwise
 from .chain import Chain
 from .explanation import Explanation
 from .propagators import RuleConfig, check_supported, input_adapter_for
@@ -401,7 +402,11 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
             is a sparse ``(n_documents, n_features)`` matrix over the vectoriser's columns and
             ``extras["tokens"]`` holds the ``(token, position, relevance)`` of each
             document's tokens (see :class:`sklrp.bow.text.TextAdapter`).
+            For a Dask array or DataFrame, the fields are lazy Dask arrays computed block by
+            block (:func:`sklrp.dask.explain`).
         """
+        if _blockwise.is_lazy(X):  # a Dask collection: block by block (sklrp.dask)
+            return _blockwise.handler("explain")(self, X, target=target, y=y)
         chain = self.get_chain()
         X = self._validate_X(X, chain)
         target = self.target if target is None else target
@@ -425,8 +430,9 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
         Returns
         -------
         relevance : ndarray of shape (n_samples, n_features)
+            A lazy Dask array for Dask input (:func:`sklrp.dask.explain`).
         """
-        return self.explain(X).relevance
+        return self.explain(X).relevance  # Dask input: explain's block-wise path
 
     def fit_transform(self, X, y=None, **fit_params):
         """Fit, then return the relevance of ``X`` (``y`` is used for ``target="true"``).

@@ -45,6 +45,10 @@ Conventions
 * Tensors have the batch along their first axis; :class:`DenseMap` and
   :class:`DiagonalMap` take ``(n_samples, n_features)``; computations run in the
   tensors' dtype and device.
+
+Why one module: it is the single place where rule arithmetic lives (every fast path in
+``sklrp.nn`` and ``sklrp.bow`` asks it for parts); splitting the rules from the parts
+machinery they are written in would put one idea in two places.
 """
 
 from __future__ import annotations

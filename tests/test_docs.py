@@ -179,12 +179,13 @@ def _offline(getaddrinfo):
 
 def _fail_connections_fast():
     """Dask retries a refused connection for its connect timeout (30 s by default); offline, a
-    block that names a remote scheduler fails at once instead."""
+    block that names a remote scheduler fails after 10 s instead (long enough for a local
+    cluster on a loaded machine to answer)."""
     try:
         import dask.config
     except ImportError:
         return contextlib.nullcontext()
-    return dask.config.set({"distributed.comm.timeouts.connect": "1s"})
+    return dask.config.set({"distributed.comm.timeouts.connect": "10s"})
 
 
 def run_block(block, namespace):

@@ -15,6 +15,7 @@ import numbers
 import numpy as np
 from sklearn.utils import check_random_state
 
+from .. import _blockwise
 from .perturbations import make_perturbation, resolve_value_range
 from .regions import RegionGrid, check_samples, region_size_pair
 from .response import ModelResponse, is_explainer
@@ -115,7 +116,8 @@ def perturbation_curve(
         class. A callable ``X -> scores`` of shape (n,) or (n, K) (column = class index).
     X : ndarray of shape (n_samples, ...)
         Inputs as the model takes them: tabular ``(n, d)``, images ``(n, H, W)`` or
-        ``(n, H, W, C)``, or flattened images ``(n, H*W[*C])`` with ``image_shape``.
+        ``(n, H, W, C)``, or flattened images ``(n, H*W[*C])`` with ``image_shape``. A Dask array
+        (or numeric Dask DataFrame) is evaluated block by block into a lazy Dask result (:mod:`sklrp.dask`).
     relevance : ndarray
         Heatmaps: the shape of ``X``, or one value per pixel (colour relevance already summed over
         channels, Section 2.3.3).
@@ -180,6 +182,8 @@ def perturbation_curve(
     >>> perturbation_curve(lambda X: X @ w, X, X * w, perturbation="flip", value_range=(-1, 1))
     array([[ 10.,   2.,  -4.,  -8., -10.]])
     """
+    if _blockwise.is_lazy(X) or _blockwise.is_lazy(relevance):  # Dask: block by block (sklrp.dask)
+        return _blockwise.handler("perturbation_curve")(**locals())
     grid_args = dict(region_size=region_size, image_shape=image_shape, channel_axis=channel_axis)
     X, g, scores, n_steps = _check_common(
         X, relevance, n_steps, order, n_repeats, value_range, batch_size, perturbation, grid_args
@@ -317,6 +321,7 @@ value_range, image_shape, channel_axis, random_state, batch_size, verbose
     Returns
     -------
     aopc : float, or ndarray of shape (n_steps + 1,) if ``cumulative``
+        A lazy 0-d (or 1-d) Dask array for Dask input (:func:`sklrp.dask.aopc_score`).
 
     Examples
     --------
@@ -327,6 +332,8 @@ value_range, image_shape, channel_axis, random_state, batch_size, verbose
     >>> aopc_score(lambda X: X @ w, X, X * w, perturbation="flip", value_range=(-1, 1))
     12.0
     """
+    if _blockwise.is_lazy(X) or _blockwise.is_lazy(relevance):  # Dask: block by block (sklrp.dask)
+        return _blockwise.handler("aopc_score")(**locals())
     if relative_to not in (None, "random"):
         raise ValueError(f"relative_to must be None or 'random', got {relative_to!r}")
     grid_args = dict(region_size=region_size, image_shape=image_shape, channel_axis=channel_axis)
