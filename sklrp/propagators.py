@@ -52,7 +52,10 @@ class RuleConfig:
     (``"exact"``, to ``taylor_tol`` relative to ``|f(x)|`` with at most ``taylor_max_nodes``
     quadrature nodes per sample). ``dtype`` and ``device`` are
     the torch settings all tensors of one explanation use; ``bias`` is the bias mode
-    of Eqs. (2.72)-(2.74); ``batch_size`` bounds the samples per batch.
+    of Eqs. (2.72)-(2.74); ``batch_size`` bounds the samples per batch. ``composite``
+    (an :class:`sklrp.nn.Composite`, e.g. a named one of :func:`sklrp.nn.make_composite`)
+    gives torch networks their rules instead of ``rule``, ``conv_rule``, ``input_rule`` and
+    ``flat_depth``; ``rule`` then remains the rule of the chain's other linear steps.
     :class:`sklrp.LRPTransformer` validates its parameters before building one.
     """
 
@@ -70,6 +73,7 @@ class RuleConfig:
     taylor_reference: str = "root"
     batch_size: int = 1024
     bias: str = "keep"
+    composite: object = None
 
     def tensor(self, array) -> torch.Tensor:
         """Convert a numpy array (or tensor) to this configuration's dtype/device."""

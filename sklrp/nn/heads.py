@@ -141,8 +141,8 @@ class TorchNetHead(Head):
     """Explains a torch network (skorch ``NeuralNet``, :class:`TorchModel`, ``nn.Module``).
 
     The decomposition is the modified backward pass of :mod:`sklrp.nn.engine`
-    with the composite given by the ``LRPTransformer`` parameters ``rule``,
-    ``conv_rule``, ``input_rule``, ``flat_depth`` (:mod:`sklrp.nn.composites`).
+    with the composite given by the ``LRPTransformer`` parameters ``composite``, or
+    ``rule``, ``conv_rule``, ``input_rule``, ``flat_depth`` (:mod:`sklrp.nn.composites`).
     """
 
     accepts_nd = True
