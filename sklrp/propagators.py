@@ -50,7 +50,9 @@ class RuleConfig:
     root-point Taylor decompositions (Eqs. (2.75)-(2.76)), ``taylor`` chooses between the
     first-order expansion (``"first_order"``, Eq. (2.76)) and its exact path-integral form
     (``"exact"``, to ``taylor_tol`` relative to ``|f(x)|`` with at most ``taylor_max_nodes``
-    quadrature nodes per sample). ``dtype`` and ``device`` are
+    quadrature nodes per sample), ``taylor_reference`` where they expand (a root point, the
+    training mean, or ``"auto"``: the mean for ``"exact"``, a root point for ``"first_order"``).
+    ``dtype`` and ``device`` are
     the torch settings all tensors of one explanation use; ``bias`` is the bias mode
     of Eqs. (2.72)-(2.74); ``batch_size`` bounds the samples per batch. ``composite``
     (an :class:`sklrp.nn.Composite`, e.g. a named one of :func:`sklrp.nn.make_composite`)
@@ -70,7 +72,7 @@ class RuleConfig:
     taylor: str = "exact"
     taylor_tol: float = 1e-8
     taylor_max_nodes: int = 256
-    taylor_reference: str = "root"
+    taylor_reference: str = "auto"
     batch_size: int = 1024
     bias: str = "keep"
     composite: object = None
