@@ -110,7 +110,10 @@ class LRPTransformer(OneToOneFeatureMixin, TransformerMixin, MetaEstimatorMixin,
     device : {"auto", "cpu", "cuda"} or torch.device, default="auto"
         Where the torch computations run; "auto" uses CUDA when available.
     dtype : {None, "float32", "float64"}, default=None
-        None means float64 on the CPU and float32 on a GPU.
+        None means float64 on the CPU and float32 on a GPU for explanations, while perturbation
+        analyses (``aopc_score``, ``perturbation_curve``) score a torch network in its own dtype
+        (a float64 copy of a float32 convolutional net costs 2-4x on a CPU); an explicit dtype
+        applies to both, so that the curves start exactly at ``Explanation.output``.
     batch_size : int, default=1024
         Samples per batch; bounds memory. A lone linear model, whose only temporaries are its scores,
         takes ``batch_size * n_features / (2 n_outputs + 2)`` rows at a time (the same memory).

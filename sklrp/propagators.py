@@ -217,6 +217,7 @@ class Head:
       reference samples of root-point searches) override :meth:`prepare`.
     * ``scores_propagate_nonfinite``: a NaN or inf in ``x`` always reaches the scores,
       so a lone head's input check may look at its output instead of reading ``x``.
+    * :meth:`native_dtype`: the dtype the model computes in by itself (torch networks).
     * ``writes_into``: :meth:`relevance` accepts ``out=``, a preallocated tensor shaped
       like ``x`` (a slice of the result array). Such a head keeps only
       :meth:`temporaries_per_row` temporaries per sample, so when it is the only step it
@@ -246,6 +247,16 @@ class Head:
 
     def temporaries_per_row(self) -> int | None:
         """Elements of temporary memory per sample when writing into ``out`` (``writes_into``)."""
+        return None
+
+    def native_dtype(self) -> torch.dtype | None:
+        """The dtype the model computes in by itself, when it has one of its own (None: follow ``config``).
+
+        A torch network returns its parameters' dtype. Perturbation analyses score many
+        perturbed inputs and only need the model's own outputs, so they run it in this dtype
+        (:meth:`sklrp.chain.Chain.score_columns` with ``native=True``) instead of the float64 copy
+        an explanation uses on the CPU.
+        """
         return None
 
     # -- scores and targets ----------------------------------------------------

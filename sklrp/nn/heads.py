@@ -182,6 +182,10 @@ class TorchNetHead(Head):
     def _input(self, x):
         return x.reshape(x.shape[0], *self.input_shape) if self.input_shape is not None else x
 
+    def native_dtype(self):
+        floats = [p for p in self.module.parameters() if p.is_floating_point()]
+        return floats[0].dtype if floats else None
+
     def scores(self, x, config):
         # the plain network (differentiable, e.g. for sensitivity analysis); explaining runs its own
         # hooked forward pass in decompose()
