@@ -7,7 +7,11 @@ Measured in one run, on an intersection-kernel SVM over 32x32 Clever-Hans images
 * ``explain_parallel(n_jobs=2)`` vs. ``n_jobs=1``: the scale-out speed-up (loky processes;
   bounded by the cores that are free);
 * rendering the relevance-map figure with :func:`sklrp.plotting.heatmap_grid` vs. a plain
-  matplotlib ``imshow`` grid of the same maps (the cost of Eq. (2.62) normalisation/overlay).
+  matplotlib ``imshow`` grid of the same maps (the cost of Eq. (2.62) normalisation/overlay);
+* the flagging rule :func:`sklrp.audit.shortcut_scan` on all maps vs. SpRAy's per-class spectra
+  (:func:`sklrp.spray_spectra`), the analysis it replaces as the verdict;
+* a bad ``sklrp audit`` call (missing file): seconds until the one-line error, and whether torch
+  was imported (it is not: argument and file checks come first).
 
 Usage::
 
@@ -24,7 +28,8 @@ matplotlib.use("Agg")
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.svm import SVC  # noqa: E402
 
-from sklrp.cli import demo_data, explain_parallel, make_explainer  # noqa: E402
+from sklrp.audit import explain_parallel, make_explainer  # noqa: E402
+from sklrp.audit.demo import demo_data  # noqa: E402
 from sklrp.kernels import intersection_kernel  # noqa: E402
 from sklrp.plotting import heatmap_grid  # noqa: E402
 from timing import best_of  # noqa: E402
@@ -61,12 +66,32 @@ def main():
     t_imshow = best_of(lambda: plain_grid(maps), args.repeats)
     t_grid = best_of(lambda: heatmap_grid(maps).savefig(io.BytesIO(), format="png", dpi=90), args.repeats)
 
+    from sklrp import SpRAy, spray_spectra
+    from sklrp.audit import shortcut_scan
+
+    R = lrp.explain(X, target=y).relevance.reshape(len(X), 32, 32)
+    t_scan = best_of(lambda: shortcut_scan(R, y), args.repeats)
+    t_spray = best_of(lambda: spray_spectra(R, y, spray=SpRAy(pool_shape=(20, 20), embedding=None, normalize="l2",
+                                                              random_state=0)), args.repeats)
+    import subprocess
+    import sys
+
+    code = ("import sys, time; t = time.perf_counter(); from sklrp.cli import main; "
+            "r = main(['audit', 'missing.joblib', 'missing.npz']); "
+            "print(r, round(time.perf_counter() - t, 3), 'torch' in sys.modules)")
+    t_err = best_of(lambda: subprocess.run([sys.executable, "-c", code], capture_output=True), args.repeats)
+    err_out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout.split()
+
     print(f"HIK SVM, {args.n} samples of 32x32, {len(svm.support_)} support vectors")
     print(f"explain (one call)            {t_plain:8.3f} s")
     print(f"explain_parallel n_jobs=1     {t_chunk1:8.3f} s   ratio vs one call   {t_chunk1 / t_plain:5.2f}x")
     print(f"explain_parallel n_jobs=2     {t_chunk2:8.3f} s   speed-up vs n_jobs=1 {t_chunk1 / t_chunk2:5.2f}x")
     print(f"plain imshow grid (16 maps)   {t_imshow:8.3f} s")
     print(f"heatmap_grid (16 maps)        {t_grid:8.3f} s   ratio vs imshow     {t_grid / t_imshow:5.2f}x")
+    print(f"spray_spectra (all classes)   {t_spray:8.3f} s")
+    print(f"shortcut_scan (all classes)   {t_scan:8.3f} s   ratio vs spectra    {t_scan / t_spray:5.2f}x")
+    print(f"bad CLI call (new process)    {t_err:8.3f} s   exit {err_out[0]}, in-process {err_out[1]} s, "
+          f"torch imported: {err_out[2]}")
 
 
 if __name__ == "__main__":

@@ -15,6 +15,15 @@ On CUDA it also times :class:`sklrp.nn.GraphedLRP` (the same explanation replaye
 CUDA graphs) and the gradient recorded as a CUDA graph. Measured figures and what limits
 them: doc/benchmarks.rst.
 
+With zennit installed (``make compare``) it also times every named composite of
+:data:`sklrp.nn.COMPOSITES` against the zennit composite it reproduces (goal <= 1.0x) and
+prints their agreement in float64 (``max |R_sklrp - R_zennit| / max |R_zennit|``, zennit's
+stabiliser set to 1e-30); with torchvision, it does the same on an unmodified torchvision
+``resnet18`` (random weights; sklrp follows its ``x + identity`` and folds its batch norms
+with :func:`sklrp.nn.fold_batchnorm`, zennit uses its ``ResNetCanonizer``), and times the
+same ResNet written with :class:`sklrp.nn.Add` modules to show what following the
+functional operations costs.
+
 Usage::
 
     python benchmarks/bench_nn.py            # 3x64x64 inputs, batch 16
@@ -25,13 +34,14 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import time
 
 import torch
 from torch import nn
 
-from sklrp.nn import Composite, GraphedLRP, lrp
+from sklrp.nn import COMPOSITES, Add, Composite, GraphedLRP, fold_batchnorm, lrp, make_composite
 from sklrp.rules import AlphaBeta, Epsilon
 
 
@@ -203,12 +213,113 @@ def main(argv=None):
     r_ours, r_zen = sklrp_lrp(), zennit_lrp()
     diff = (r_ours - r_zen).abs().max().item()
     print(f"max |R_sklrp - R_zennit| float32 = {diff:.3e} (relative to max |R|: {diff / r_zen.abs().max().item():.2e})")
-    m64, x64, w64 = model.double(), x.double(), weights.double()
+    m64, x64, w64 = copy.deepcopy(model).double(), x.double(), weights.double()
     with Gradient(model=m64, composite=EpsilonAlpha2Beta1(epsilon=0.01, stabilizer=1e-30)) as attributor:
         _, z64 = attributor(x64, lambda out: out * w64)
     o64 = lrp(m64, x64, composite, target=w64).relevance
     d64 = (o64 - z64).abs().max().item()
     print(f"max |R_sklrp - R_zennit| float64 = {d64:.3e} (relative to max |R|: {d64 / z64.abs().max().item():.2e})")
+    named_composites(model, x, weights, repeats, device)
+    try:
+        import torchvision
+    except ImportError:
+        print("torchvision not installed: no ResNet comparison")
+        return
+    resnet(torchvision, args.quick, repeats, device)
+
+
+def zennit_composite(name, low=None, high=None, canonizers=None, epsilon=0.01):
+    """The zennit composite that sklrp's named composite ``name`` reproduces (stabiliser 1e-30: exact rules)."""
+    from zennit import composites
+
+    cls = getattr(composites, COMPOSITES[name])
+    kw = {"epsilon": epsilon, "stabilizer": 1e-30, "canonizers": canonizers}
+    if name == "epsilon_gamma_box":
+        kw.update(low=low, high=high, gamma=0.25)
+    return cls(**kw)
+
+
+def zennit_relevance(model, x, weights, composite):
+    from zennit.attribution import Gradient
+
+    with Gradient(model=model, composite=composite) as attributor:
+        _, rel = attributor(x, lambda out: out * weights)
+    return rel
+
+
+def relative(a, b):
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+def named_composites(model, x, weights, repeats, device, epsilon=0.01):
+    """Every named composite against the zennit composite it reproduces: time ratio and float64 agreement."""
+    low, high = float(x.min()), float(x.max())
+    fns = {}
+    for name in COMPOSITES:
+        ours = make_composite(name, epsilon=epsilon, low=low, high=high)
+        fns["sklrp " + name] = lambda ours=ours: lrp(model, x, ours, target=weights).relevance
+        fns["zennit " + name] = lambda name=name: zennit_relevance(
+            model, x, weights, zennit_composite(name, low, high, epsilon=epsilon))
+    t = timeit(fns, repeats, device)
+    m64, x64, w64 = copy.deepcopy(model).double(), x.double(), weights.double()
+    print("named composites (sklrp.nn.COMPOSITES) vs zennit, same input; agreement in float64:")
+    for name in COMPOSITES:
+        ours, theirs = t["sklrp " + name], t["zennit " + name]
+        agreement = relative(lrp(m64, x64, make_composite(name, epsilon=epsilon, low=low, high=high), target=w64)
+                             .relevance, zennit_relevance(m64, x64, w64, zennit_composite(name, low, high,
+                                                                                           epsilon=epsilon)))
+        print(f"  {name:26s}: sklrp {1e3 * ours:7.1f} ms, zennit {1e3 * theirs:7.1f} ms, sklrp/zennit = "
+              f"{ours / theirs:.2f} (goal <= 1.0); max |dR| / max |R| = {agreement:.1e}")
+
+
+def resnet(torchvision, quick, repeats, device):
+    """An unmodified torchvision resnet18: sklrp follows its ``x + identity``; zennit needs ResNetCanonizer."""
+    from zennit.torchvision import ResNetCanonizer
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=10)
+    gen = torch.Generator().manual_seed(0)
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):  # non-trivial statistics; eps tiny (zennit's merged batch norm keeps it)
+            m.running_mean.copy_(torch.rand(m.num_features, generator=gen) * 0.4 - 0.2)
+            m.running_var.copy_(torch.rand(m.num_features, generator=gen) + 0.5)
+            m.eps = 1e-12
+    net = net.eval().to(device)
+    batch, size = (4, 64) if quick else (16, 112)
+    x = torch.rand(batch, 3, size, size, device=device)
+    with torch.no_grad():
+        weights = torch.nn.functional.one_hot(net(x).argmax(1), 10).float()
+    folded = fold_batchnorm(net)
+    marked = copy.deepcopy(folded)  # the same network written with sklrp.nn.Add modules
+
+    def block_forward(self, h):
+        out = self.bn2(self.conv2(self.relu(self.bn1(self.conv1(h)))))
+        return self.relu(self.merge(out, h if self.downsample is None else self.downsample(h)))
+
+    for block in marked.modules():
+        if isinstance(block, torchvision.models.resnet.BasicBlock):
+            block.merge = Add()
+            block.forward = block_forward.__get__(block)
+    names = ("epsilon_plus_flat", "epsilon_gamma_box")
+    fns = {}
+    for name in names:
+        ours = make_composite(name, epsilon=1e-6, low=0.0, high=1.0)
+        fns["sklrp " + name] = lambda ours=ours: lrp(folded, x, ours, target=weights).relevance
+        fns["add " + name] = lambda ours=ours: lrp(marked, x, ours, target=weights).relevance
+        fns["zennit " + name] = lambda name=name: zennit_relevance(
+            net, x, weights, zennit_composite(name, 0.0, 1.0, [ResNetCanonizer()], epsilon=1e-6))
+    t = timeit(fns, repeats, device)
+    n64, x64, w64 = copy.deepcopy(net).double(), x.double(), weights.double()
+    f64 = fold_batchnorm(n64)  # folded in float64, as zennit merges the float64 copy
+    print(f"unmodified torchvision resnet18, input {tuple(x.shape)}, epsilon 1e-6 (zennit: ResNetCanonizer):")
+    for name in names:
+        ours, add, theirs = t["sklrp " + name], t["add " + name], t["zennit " + name]
+        agreement = relative(lrp(f64, x64, make_composite(name, epsilon=1e-6, low=0.0, high=1.0), target=w64)
+                             .relevance, zennit_relevance(n64, x64, w64, zennit_composite(
+                                 name, 0.0, 1.0, [ResNetCanonizer()], epsilon=1e-6)))
+        print(f"  {name:26s}: sklrp {1e3 * ours:7.1f} ms (written with sklrp.nn.Add: {1e3 * add:7.1f} ms), "
+              f"zennit {1e3 * theirs:7.1f} ms, sklrp/zennit = {ours / theirs:.2f} (goal <= 1.0); "
+              f"float64 max |dR| / max |R| = {agreement:.1e}")
 
 
 if __name__ == "__main__":

@@ -3,11 +3,6 @@
 Equation numbers in docstrings refer to the thesis that defines the methods.
 """
 
-from . import chain, propagators, rules
-from .explain import LRPTransformer
-from .explanation import Explanation
-from .propagators import propagator_for, register, supported_steps
-
 __version__ = "0.1.0"
 
 __all__ = [
@@ -20,42 +15,47 @@ __all__ = [
     "register",
     "supported_steps",
 ]
-
-from . import datasets  # noqa: E402
-from .spray import SpRAy, spray_spectra  # noqa: E402
-
 __all__ += ["SpRAy", "spray_spectra", "datasets"]
-
-from .evaluation import (  # noqa: E402
-    aopc_score,
-    context_ratio,
-    deconvolution_heatmap,
-    guided_backprop_heatmap,
-    make_aopc_scorer,
-    perturbation_curve,
-    sensitivity_heatmap,
-)
-
 __all__ += ["aopc_score", "context_ratio", "make_aopc_scorer", "perturbation_curve", "sensitivity_heatmap",
             "deconvolution_heatmap", "guided_backprop_heatmap"]
 
-# Dask input of explain / aopc_score / perturbation_curve (registers itself; imports no Dask)
-from . import dask  # noqa: E402, F401
+# Everything is loaded on first use (PEP 562): ``import sklrp`` stays fast, ``sklrp.svm.Pair``
+# works whatever was imported before, and ``sklrp audit`` reports a bad argument or file before
+# torch is imported.
+_LAZY_SUBMODULES = ("audit", "bow", "chain", "cli", "dask", "datasets", "evaluation", "explain", "explanation",
+                    "kernels", "linear", "nn", "plotting", "propagators", "rules", "spray", "svm", "tabular")
+_LAZY_NAMES = {
+    "LRPTransformer": "explain",
+    "Explanation": "explanation",
+    "propagator_for": "propagators",
+    "register": "propagators",
+    "supported_steps": "propagators",
+    "SpRAy": "spray",
+    "spray_spectra": "spray",
+    "aopc_score": "evaluation",
+    "context_ratio": "evaluation",
+    "make_aopc_scorer": "evaluation",
+    "perturbation_curve": "evaluation",
+    "sensitivity_heatmap": "evaluation",
+    "deconvolution_heatmap": "evaluation",
+    "guided_backprop_heatmap": "evaluation",
+}
 
-# Submodules that are not needed to explain a model are loaded on first use (PEP 562), so that
-# ``import sklrp`` stays fast and ``sklrp.svm.Pair`` works whatever was imported before.
-_LAZY_SUBMODULES = ("bow", "cli", "kernels", "linear", "nn", "plotting", "svm", "tabular")
-
-__all__ += ["bow", "kernels", "nn", "plotting", "tabular"]
+__all__ += ["audit", "bow", "kernels", "nn", "plotting", "tabular"]
 
 
 def __getattr__(name):
-    if name in _LAZY_SUBMODULES:
-        import importlib
+    import importlib
 
-        return importlib.import_module(f"{__name__}.{name}")
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    if name in _LAZY_NAMES:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
+        globals()[name] = value
+    elif name in _LAZY_SUBMODULES:
+        value = importlib.import_module(f"{__name__}.{name}")
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return value
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_LAZY_SUBMODULES))
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES) | set(_LAZY_NAMES))

@@ -1,11 +1,12 @@
 """The extension point through which the in-memory entry points hand over lazy collections.
 
-:meth:`sklrp.LRPTransformer.explain` (and so ``transform``), :func:`sklrp.aopc_score` and
-:func:`sklrp.perturbation_curve` ask :func:`is_lazy` about their input; when it is a Dask
+:meth:`sklrp.LRPTransformer.explain` (and so ``transform``), :func:`sklrp.aopc_score`,
+:func:`sklrp.perturbation_curve` and :meth:`sklrp.SpRAy.fit` ask :func:`is_lazy` about their input; when it is a Dask
 collection they call :func:`handler` for their block-wise twin, which :mod:`sklrp.dask`
-registers when it is imported (``import sklrp`` imports it). This module imports neither
-Dask nor any other part of sklrp, so the layers stay one-directional: :mod:`sklrp.dask`
-uses the explainer and the evaluation, not the other way round.
+registers when it is imported (:func:`handler` imports it by name on first use). This module
+imports neither Dask nor any other part of sklrp at import time, so the layers stay
+one-directional: :mod:`sklrp.dask` uses the explainer and the evaluation, not the other way
+round.
 """
 
 from __future__ import annotations
@@ -34,4 +35,8 @@ def register(name, function):
 
 def handler(name):
     """The block-wise twin of the entry point ``name`` (``"explain"``, ``"aopc_score"``, ...)."""
+    if name not in _HANDLERS:
+        import importlib
+
+        importlib.import_module("sklrp.dask")  # registers the twins
     return _HANDLERS[name]

@@ -11,7 +11,7 @@ import numbers
 import numpy as np
 from sklearn.utils import check_random_state
 
-__all__ = ["make_clever_hans", "make_shapes"]
+__all__ = ["make_clever_hans", "make_shapes", "plant_shortcut", "shortcut_mask"]
 
 # A 5x7 copyright-like tag (a "C" in a frame): dense enough to be picked up by a classifier,
 # small enough (about 3 % of a 32 x 32 image) to go unnoticed when looking at the images.
@@ -282,3 +282,165 @@ def make_shapes(n_samples=200, *, image_size=102, radius=(9.0, 16.0), n_round=(1
             place(2)
         X[i] = np.clip(img + noise * rng.randn(s, s), 0.0, 1.0)
     return X, y, masks
+
+
+_CORNERS = {
+    "top-left": (0.0, 0.0), "top-right": (0.0, 1.0), "bottom-left": (1.0, 0.0), "bottom-right": (1.0, 1.0),
+    "top": (0.0, 0.5), "bottom": (1.0, 0.5), "left": (0.5, 0.0), "right": (0.5, 1.0), "center": (0.5, 0.5),
+}
+
+
+def shortcut_mask(image_shape, *, kind="tag", size=2, position="top-right"):
+    """Pixels a planted shortcut occupies (``kind`` "tag" or "frame"), as a boolean (H, W) mask.
+
+    Parameters
+    ----------
+    image_shape : tuple of int (H, W)
+    kind : {"tag", "frame"}, default="tag"
+        ``"tag"``: a filled ``size x size`` square; ``"frame"``: a border ring ``size`` pixels wide.
+    size : int, default=2
+    position : str or (int, int), default="top-right"
+        Where a tag sits: ``"top-left"``, ``"top-right"``, ``"bottom-left"``, ``"bottom-right"``,
+        ``"top"``, ``"bottom"``, ``"left"``, ``"right"``, ``"center"`` (flush with the border), or the
+        (row, col) of its top-left pixel. Ignored for frames.
+
+    Returns
+    -------
+    mask : ndarray of shape (H, W), dtype bool
+
+    Examples
+    --------
+    >>> from sklrp.datasets import shortcut_mask
+    >>> shortcut_mask((4, 5), size=2, position="bottom-left").astype(int)
+    array([[0, 0, 0, 0, 0],
+           [0, 0, 0, 0, 0],
+           [1, 1, 0, 0, 0],
+           [1, 1, 0, 0, 0]])
+    """
+    H, W = (int(s) for s in image_shape)
+    if not isinstance(size, numbers.Integral) or size < 1:
+        raise ValueError(f"size must be a positive int, got {size!r}.")
+    mask = np.zeros((H, W), dtype=bool)
+    if kind == "frame":
+        if 2 * size >= min(H, W):
+            raise ValueError(f"a frame {size} pixels wide does not fit a {H}x{W} image.")
+        mask[:size] = mask[-size:] = True
+        mask[:, :size] = mask[:, -size:] = True
+        return mask
+    if kind != "tag":
+        raise ValueError(f'kind must be "tag" or "frame" here, got {kind!r}.')
+    if size > min(H, W):
+        raise ValueError(f"a {size}x{size} tag does not fit a {H}x{W} image.")
+    if isinstance(position, str):
+        if position not in _CORNERS:
+            raise ValueError(f"position must be one of {sorted(_CORNERS)} or (row, col), got {position!r}.")
+        fy, fx = _CORNERS[position]
+        r0, c0 = int(round(fy * (H - size))), int(round(fx * (W - size)))
+    else:
+        r0, c0 = (int(v) for v in position)
+        if not (0 <= r0 <= H - size and 0 <= c0 <= W - size):
+            raise ValueError(f"position {(r0, c0)} puts the {size}x{size} tag outside a {H}x{W} image.")
+    mask[r0:r0 + size, c0:c0 + size] = True
+    return mask
+
+
+def plant_shortcut(X, y=None, *, kind="tag", target_class=None, fraction=1.0, size=2, position="top-right",
+                   value=None, image_shape=None, random_state=None):
+    """Plant a shortcut (a "Clever Hans" cue) into images of one class, or stamp it onto any images.
+
+    A classifier trained on the result can learn to predict ``target_class`` from the cue instead
+    of the object, like the copyright tag on Pascal VOC "horse" images (thesis Section 6.2) or the
+    uniform image borders of "aeroplane" (Section 6.3). Stamping the same cue onto images of other
+    classes (``target_class=None``) and counting predictions that flip to ``target_class`` measures
+    how much a model relies on it (the verification of Section 6.3.1).
+
+    Parameters
+    ----------
+    X : ndarray of shape (n_samples, H, W) or (n_samples, H*W)
+        Grey-value images (flat rows need ``image_shape`` unless they are square).
+    y : ndarray of shape (n_samples,), default=None
+        Labels; needed with ``target_class``.
+    kind : {"tag", "frame", "background"}, default="tag"
+        ``"tag"``: a filled ``size x size`` square of value ``value`` at ``position``;
+        ``"frame"``: a border ring ``size`` pixels wide of value ``value``;
+        ``"background"``: ``value`` is added to the background pixels of the image (those within
+        15 % of the data range of the image's median value), i.e. a class-specific background level.
+    target_class : label or None, default=None
+        Plant into images of this class only; None stamps every image.
+    fraction : float in (0, 1], default=1.0
+        Fraction of the candidate images that get the cue (rounded to the nearest count, at least one).
+    size : int, default=2
+        Side of the tag or width of the frame (ignored for "background").
+    position : str or (int, int), default="top-right"
+        Where a tag sits (see :func:`shortcut_mask`).
+    value : float, default=None
+        Pixel value of tags and frames (default: the maximum of ``X``, a bright cue) or the offset
+        of the background (default: a quarter of the data range).
+    image_shape : tuple of int (H, W), default=None
+        Shape of one image for flat rows; None: ``X.shape[1:]`` or the square root of the row length.
+    random_state : int, RandomState instance or None, default=None
+        Chooses which images get the cue.
+
+    Returns
+    -------
+    X_planted : ndarray, same shape as X
+        A copy of ``X`` with the cue.
+    planted : ndarray of shape (n_samples,), dtype bool
+        True for the images that carry it (the ground truth of an audit).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklrp.datasets import plant_shortcut
+    >>> X = np.zeros((6, 4, 4)); y = np.array([0, 0, 0, 0, 1, 1])
+    >>> Xp, planted = plant_shortcut(X, y, target_class=0, fraction=0.5, value=1.0, random_state=0)
+    >>> planted.tolist(), Xp[planted].sum((1, 2)).tolist()
+    ([False, False, True, True, False, False], [4.0, 4.0])
+    """
+    X = np.asarray(X, dtype=float)
+    if X.ndim not in (2, 3) or X.shape[0] < 1:
+        raise ValueError(f"X must have shape (n_samples, H, W) or (n_samples, H*W), got {X.shape}.")
+    if not np.all(np.isfinite(X)):
+        raise ValueError("X contains NaN or infinite values.")
+    if image_shape is None:
+        if X.ndim == 3:
+            image_shape = X.shape[1:]
+        else:
+            side = int(round(np.sqrt(X.shape[1])))
+            if side * side != X.shape[1]:
+                raise ValueError(f"rows of {X.shape[1]} values are not square images; pass image_shape.")
+            image_shape = (side, side)
+    H, W = (int(s) for s in image_shape)
+    if H * W != int(np.prod(X.shape[1:])):
+        raise ValueError(f"image_shape {(H, W)} does not match X with shape {X.shape}.")
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction must be in (0, 1], got {fraction!r}.")
+    if kind not in ("tag", "frame", "background"):
+        raise ValueError(f'kind must be "tag", "frame" or "background", got {kind!r}.')
+    rng = check_random_state(random_state)
+    n = X.shape[0]
+    if target_class is None:
+        candidates = np.arange(n)
+    else:
+        if y is None or np.shape(y) != (n,):
+            raise ValueError("target_class needs y with one label per sample.")
+        candidates = np.flatnonzero(np.asarray(y) == target_class)
+        if candidates.size == 0:
+            raise ValueError(f"no sample has the label target_class={target_class!r}.")
+    n_plant = candidates.size if fraction == 1.0 else max(1, int(round(fraction * candidates.size)))
+    planted = np.zeros(n, dtype=bool)
+    planted[np.sort(rng.choice(candidates, size=n_plant, replace=False))] = True
+    lo, hi = float(X.min()), float(X.max())
+    imgs = X.reshape(n, H, W).copy()
+    if kind == "background":
+        offset = 0.25 * (hi - lo) if value is None else float(value)
+        sel = imgs[planted]
+        med = np.median(sel.reshape(len(sel), -1), axis=1)[:, None, None]
+        sel = np.where(np.abs(sel - med) <= 0.15 * (hi - lo), sel + offset, sel)
+        imgs[planted] = sel
+    else:
+        mask = shortcut_mask((H, W), kind=kind, size=size, position=position)
+        sub = imgs[planted]
+        sub[:, mask] = hi if value is None else float(value)
+        imgs[planted] = sub
+    return imgs.reshape(X.shape), planted

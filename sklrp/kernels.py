@@ -36,6 +36,10 @@ Conventions: sklearn's RBF is ``exp(-gamma ||x - y||^2)``, so Eq. (A.4)'s
 ``sklearn.metrics.pairwise``: ``additive_chi2(x, y) = -sum_d (x_d - y_d)^2 / (x_d + y_d)``
 and ``chi2(x, y) = exp(gamma * additive_chi2(x, y))`` (Eq. (A.6) with ``sigma = gamma``),
 with 0/0 := 0.
+
+Why one module: every kernel implements the same small protocol (per-dimension terms,
+matrix, gradient, products) side by side, and ``sklrp.svm`` resolves kernels by identity
+against this module's functions; one file keeps each kernel's formulas next to each other.
 """
 
 from __future__ import annotations

@@ -50,9 +50,14 @@ class RuleConfig:
     root-point Taylor decompositions (Eqs. (2.75)-(2.76)), ``taylor`` chooses between the
     first-order expansion (``"first_order"``, Eq. (2.76)) and its exact path-integral form
     (``"exact"``, to ``taylor_tol`` relative to ``|f(x)|`` with at most ``taylor_max_nodes``
-    quadrature nodes per sample). ``dtype`` and ``device`` are
+    quadrature nodes per sample), ``taylor_reference`` where they expand (a root point, the
+    training mean, or ``"auto"``: the mean for ``"exact"``, a root point for ``"first_order"``).
+    ``dtype`` and ``device`` are
     the torch settings all tensors of one explanation use; ``bias`` is the bias mode
-    of Eqs. (2.72)-(2.74); ``batch_size`` bounds the samples per batch.
+    of Eqs. (2.72)-(2.74); ``batch_size`` bounds the samples per batch. ``composite``
+    (an :class:`sklrp.nn.Composite`, e.g. a named one of :func:`sklrp.nn.make_composite`)
+    gives torch networks their rules instead of ``rule``, ``conv_rule``, ``input_rule`` and
+    ``flat_depth``; ``rule`` then remains the rule of the chain's other linear steps.
     :class:`sklrp.LRPTransformer` validates its parameters before building one.
     """
 
@@ -67,9 +72,10 @@ class RuleConfig:
     taylor: str = "exact"
     taylor_tol: float = 1e-8
     taylor_max_nodes: int = 256
-    taylor_reference: str = "root"
+    taylor_reference: str = "auto"
     batch_size: int = 1024
     bias: str = "keep"
+    composite: object = None
 
     def tensor(self, array) -> torch.Tensor:
         """Convert a numpy array (or tensor) to this configuration's dtype/device."""
@@ -211,6 +217,7 @@ class Head:
       reference samples of root-point searches) override :meth:`prepare`.
     * ``scores_propagate_nonfinite``: a NaN or inf in ``x`` always reaches the scores,
       so a lone head's input check may look at its output instead of reading ``x``.
+    * :meth:`native_dtype`: the dtype the model computes in by itself (torch networks).
     * ``writes_into``: :meth:`relevance` accepts ``out=``, a preallocated tensor shaped
       like ``x`` (a slice of the result array). Such a head keeps only
       :meth:`temporaries_per_row` temporaries per sample, so when it is the only step it
@@ -240,6 +247,16 @@ class Head:
 
     def temporaries_per_row(self) -> int | None:
         """Elements of temporary memory per sample when writing into ``out`` (``writes_into``)."""
+        return None
+
+    def native_dtype(self) -> torch.dtype | None:
+        """The dtype the model computes in by itself, when it has one of its own (None: follow ``config``).
+
+        A torch network returns its parameters' dtype. Perturbation analyses score many
+        perturbed inputs and only need the model's own outputs, so they run it in this dtype
+        (:meth:`sklrp.chain.Chain.score_columns` with ``native=True``) instead of the float64 copy
+        an explanation uses on the CPU.
+        """
         return None
 
     # -- scores and targets ----------------------------------------------------

@@ -45,6 +45,10 @@ Conventions
 * Tensors have the batch along their first axis; :class:`DenseMap` and
   :class:`DiagonalMap` take ``(n_samples, n_features)``; computations run in the
   tensors' dtype and device.
+
+Why one module: it is the single place where rule arithmetic lives (every fast path in
+``sklrp.nn`` and ``sklrp.bow`` asks it for parts); splitting the rules from the parts
+machinery they are written in would put one idea in two places.
 """
 
 from __future__ import annotations
@@ -67,6 +71,7 @@ __all__ = [
     "ZBox",
     "ZB",
     "Gamma",
+    "GeneralizedGamma",
     "AbsZ",
     "Term",
     "Part",
@@ -910,6 +915,93 @@ class Gamma(Rule):
         return (Part((Term("x", view),), view),)
 
 
+@dataclass(frozen=True)
+class GeneralizedGamma(Rule):
+    """Gamma rule for units of either sign and inputs of either sign (beyond the thesis; zennit's ``Gamma``).
+
+    A unit with ``z_j > 0`` amplifies the contributions that push it up, a unit with
+    ``z_j < 0`` those that push it down::
+
+        z_j > 0:  z+_ij = x+_i (w_ij + gamma w+_ij) + x-_i (w_ij + gamma w-_ij),  bias b_j + gamma b+_j
+        z_j < 0:  z-_ij = x+_i (w_ij + gamma w-_ij) + x-_i (w_ij + gamma w+_ij),  bias b_j + gamma b-_j
+        R_i = sum_j z^{sign z_j}_ij / sum_i' z^{sign z_j}_i'j  R_j
+
+    and a unit with ``z_j = 0`` passes nothing. Where the inputs are non-negative and
+    ``z_j > 0`` this is :class:`Gamma` (Montavon et al., 2019, Section 10.2.3); it is the
+    generalisation zennit >= 0.5 implements as ``zennit.rules.Gamma`` (Andeol et al.,
+    2021). It matters where a unit with ``z_j < 0`` carries relevance: in residual
+    networks, where a sum (Eq. (2.39)) hands relevance to a negative summand, the
+    denominator of :class:`Gamma`, ``z_j + gamma (sum_i x_i w+_ij + b+_j)``, can vanish or
+    change sign, while here ``|denominator| >= |z_j|``. Conservative up to the bias'
+    share (Eq. (2.16)): ``sum_i R_i + R_b = R_j`` for ``z_j != 0``.
+
+    The two denominators are computed from one extra product, ``P_j = sum_i (x+_i w+_ij +
+    x-_i w-_ij) + b+_j`` (the positive contributions): ``z+_j = z_j + gamma P_j`` and
+    ``z-_j = (1 + gamma) z_j - gamma P_j``. The rule's two cases select units by the sign
+    of ``z_j``, which a rule made of :class:`Part` s cannot express, so it overrides
+    :meth:`propagate` (dense layers and flattened convolutions; not pooled descriptor
+    mappings).
+
+    Parameters
+    ----------
+    gamma : float, default=0.25
+        Non-negative amplification of the contributions of the unit's own sign.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from sklrp.rules import GeneralizedGamma, DenseMap
+    >>> lmap = DenseMap(torch.tensor([[1.0], [-1.0]], dtype=torch.float64))
+    >>> x = torch.tensor([[1.0, 3.0]], dtype=torch.float64)  # z = 1 - 3 = -2: z-_ij = 1 * 1, 3 * (-1 - 0.5)
+    >>> GeneralizedGamma(0.5).propagate(lmap, x, torch.tensor([[-2.0]], dtype=torch.float64)).input
+    tensor([[ 0.5714, -2.5714]], dtype=torch.float64)
+    """
+
+    gamma: float = 0.25
+    name: ClassVar[str] = "generalized_gamma"
+
+    def __post_init__(self):
+        if not isinstance(self.gamma, numbers.Real) or not np.isfinite(self.gamma) or self.gamma < 0:
+            raise ValueError(f"GeneralizedGamma rule: gamma must be a finite number >= 0, got {self.gamma!r}")
+
+    def parts(self):
+        raise NotImplementedError  # units are selected by the sign of z_j: see propagate
+
+    @property
+    def uses_input_sign(self) -> bool:
+        return True  # x+ and x- are treated apart; maps that know the input's sign spare a look at the data
+
+    def propagate(self, lmap: LinearMap, x: torch.Tensor, relevance: torch.Tensor) -> LayerRelevance:
+        if lmap.unit is not None or lmap.per_view_units or lmap.requires_parts:
+            raise TypeError(f"the GeneralizedGamma rule is not defined for {lmap.description}")
+        g = float(self.gamma)
+        z = lmap.output(x)
+        mixed = lmap.input_has_negatives(x)
+        xp, xn = (x.clamp(min=0), x.clamp(max=0)) if mixed else (x, None)
+        pos = lmap.forward(xp, "pos")  # P_j: the positive contributions
+        if xn is not None:
+            pos.add_(lmap.forward(xn, "neg"))
+        b = lmap.bias_view("pos")
+        if b is not None:
+            pos = pos + b
+        up = torch.add(z, pos, alpha=g)  # z+_j
+        down = torch.sub(z * (1.0 + g), pos, alpha=g)  # z-_j
+        s_up = safe_divide(relevance * (z > 0), up)
+        s_down = safe_divide(relevance * (z < 0), down)
+        both = s_up + s_down  # disjoint supports
+        a_pos, a_neg = torch.add(both, s_up, alpha=g), torch.add(both, s_down, alpha=g)
+        # x+: (w + g w+) s_up + (w + g w-) s_down = w+ (both + g s_up) + w- (both + g s_down); x- the other way
+        r = lmap.backward_many([(a_pos, "pos", 1.0), (a_neg, "neg", 1.0)]).mul_(xp)
+        if xn is not None:
+            r.add_(lmap.backward_many([(a_neg, "pos", 1.0), (a_pos, "neg", 1.0)]).mul_(xn))
+        if lmap.bias is None:
+            rb = x.new_zeros(x.shape[0])
+        else:
+            rb = lmap.bias_relevance(both, "w") + g * (lmap.bias_relevance(s_up, "pos")
+                                                        + lmap.bias_relevance(s_down, "neg"))
+        return LayerRelevance(r, rb)
+
+
 def _bound_array(value, label):
     a = np.asarray(value, dtype=float)
     if not np.all(np.isfinite(a)):
@@ -927,7 +1019,8 @@ class ZBox(Rule):
 
     ``z_ij = x_i w_ij - l_i w+_ij - h_i w-_ij`` and ``R_i = sum_j z_ij / sum_i' z_i'j R_j``
     (Montavon et al. 2017). The bias is ignored, so the rule is exactly conservative
-    wherever the denominator is non-zero (0/0 := 0).
+    wherever the denominator is non-zero (0/0 := 0). ``sklrp.rules.ZB`` is the same class
+    under zennit's short name.
 
     Parameters
     ----------

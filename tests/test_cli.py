@@ -1,10 +1,8 @@
-"""Tests of ``sklrp audit``: the demo report's content, bad input, atomic output, joblib/Dask."""
+"""``sklrp audit`` on the command line: every bad argument or file is one line, exit 2, nothing written."""
 
 import json
 import logging
 import os
-import re
-import shutil
 import subprocess
 import sys
 
@@ -19,101 +17,13 @@ from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 
-from sklrp.cli import AuditError, explain_parallel, load_data, main, make_explainer, spray_per_class  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
+from sklrp.audit import AuditError, explain_parallel, make_explainer  # noqa: E402
+from sklrp.audit.inputs import load_data  # noqa: E402
+from sklrp.cli import main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def demo_report(tmp_path_factory):
-    """The report of ``sklrp audit --demo`` (what ``make demo`` writes), computed once."""
-    out = tmp_path_factory.mktemp("demo") / "audit-report"
-    assert main(["audit", "--demo", "--out", str(out), "-q"]) == 0
-    with open(out / "summary.json") as fh:
-        summary = json.load(fh)
-    with open(out / "report.html", encoding="utf-8") as fh:
-        page = fh.read()
-    return out, summary, page
-
-
-def test_demo_report_sections_and_images(demo_report):
-    out, summary, page = demo_report
-    for anchor in ("overview", "model-svm-hik", "relevance-svm-hik", "aopc-svm-hik", "context-svm-hik",
-                   "spray-svm-hik"):
-        assert f"id='{anchor}'" in page, anchor
-    # self-contained: every image is embedded, nothing is loaded from elsewhere
-    images = re.findall(r'<img [^>]*src="([^"]+)"', page)
-    assert len(images) >= 8
-    assert all(src.startswith("data:image/png;base64,") for src in images)
-    assert "http://" not in page and "https://" not in page
-    # the PNG files next to the report are real PNGs
-    pngs = sorted(p for p in os.listdir(out) if p.endswith(".png"))
-    assert "svm-hik_heatmaps.png" in pngs and "svm-hik_aopc.png" in pngs and "svm-hik_class_spectra.png" in pngs
-    for p in pngs:
-        with open(out / p, "rb") as fh:
-            assert fh.read(8) == b"\x89PNG\r\n\x1a\n"
-    # nothing but the report was left behind (temp dir moved into place)
-    assert not [p for p in os.listdir(out.parent) if p.startswith(".sklrp-audit-")]
-
-
-def test_demo_report_numbers(demo_report):
-    _, summary, page = demo_report
-    svm = next(m for m in summary["models"] if m["name"] == "svm-hik")
-    assert svm["n_samples"] == 400 and 0.5 < svm["accuracy"] <= 1.0
-    # exact decomposition of a sum-decomposable kernel: conservation to rounding
-    assert svm["conservation_max_abs_residual"] < 1e-8
-    scores = svm["aopc"]["scores"]
-    assert set(scores) == {"LRP", "sensitivity", "random", "LRP (LeRF)"}
-    assert scores["LRP"] > scores["random"] and scores["LRP"] > scores["sensitivity"]
-    assert f"{scores['LRP']:.4g}" in page  # the table shows the numbers of summary.json
-    assert svm["context_ratio"] is not None and set(svm["context_ratio"]["per_class"]) == {"0", "1", "2"}
-
-
-def test_demo_spray_flags_the_watermarked_class(demo_report):
-    _, summary, page = demo_report
-    svm = next(m for m in summary["models"] if m["name"] == "svm-hik")
-    spray = svm["spray"]
-    assert 0 in spray["flagged"]
-    ranked = spray["classes"]
-    assert ranked[0]["class"] == 0  # smallest lambda_2 first (Fig. 6.5)
-    # the split found by SpRAy is the planted watermark: one cluster holds all tagged images
-    planted = ranked[0]["planted_per_cluster"]
-    total = sum(p["planted"] for p in planted)
-    assert total > 0 and max(p["planted"] for p in planted) == total
-    tagged = next(p for p in planted if p["planted"] == total)
-    assert tagged["size"] <= total + 2
-    assert "Flagged: class(es) 0" in page
-    # SpRAy on the raw images of class 0 does not split them: the tag is the model's strategy
-    assert ranked[0]["n_clusters_inputs"] == 1
-    assert "SpRAy on the <em>input images</em> of this class finds 1 cluster(s)" in page
-
-
-def test_demo_has_cnn_when_nn_is_available(demo_report):
-    _, summary, _ = demo_report
-    pytest.importorskip("skorch")
-    cnn = next(m for m in summary["models"] if m["name"] == "cnn")
-    assert cnn["accuracy"] > 0.8
-    assert cnn["aopc"]["scores"]["LRP"] > cnn["aopc"]["scores"]["random"]
-
-
-@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="headless check needs /usr/bin/chromium "
-                    "(apt-get install -y chromium)")
-def test_report_renders_in_headless_chromium(demo_report, tmp_path):
-    out, _, _ = demo_report
-    shot = tmp_path / "shot.png"
-    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1100,2400", (out / "report.html").as_uri()],
-                   check=True, timeout=120, capture_output=True)
-    img = matplotlib.image.imread(shot)[..., :3]
-    assert img.shape[0] == 2400
-    # non-blank: a white page with dark text and coloured figures
-    assert img.std() > 0.05
-    assert (img.max(axis=2) - img.min(axis=2) > 0.3).mean() > 0.01  # saturated (heatmap) pixels
-
-
-# --------------------------------------------------------------------------- user files
-@pytest.fixture(scope="module")
-def digits_files(tmp_path_factory):
+def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("files")
     X, y = load_digits(n_class=3, return_X_y=True)
     X, y = X[:150], y[:150]
@@ -123,91 +33,132 @@ def digits_files(tmp_path_factory):
     np.savez(d / "wrong.npz", X=X[:, :10], y=y)
     np.savez(d / "noX.npz", Z=X)
     np.savez(d / "nan.npz", X=np.where(X == 0, np.nan, X))
-    (d / "garbage.npz").write_bytes(b"not a zip file")
+    np.savez(d / "badmask.npz", X=X, y=y, masks=np.full((150, 8, 8), 2))
+    np.savez(d / "maskshape.npz", X=X, y=y, masks=np.ones((150, 5, 5), bool))
+    np.savez(d / "objects.npz", X=X, y=y.astype(object))
+    np.save(d / "single.npy", X)
+    np.savetxt(d / "digits.csv", X[:5], delimiter=",")
+    (d / "garbage.npz").write_bytes(b"\x00\xffnot a zip file")
+    Xs, ys = load_digits(return_X_y=True)
+    big = np.kron(Xs[:40].reshape(40, 8, 8), np.ones((2, 2)))  # 16x16 images
+    joblib.dump(LogisticRegression(max_iter=200).fit(big.reshape(40, -1), ys[:40]), d / "big.joblib")
+    np.savez(d / "big.npz", X=big, y=ys[:40])
     return d
 
 
 def _run(argv, capsys):
     code = main(argv)
-    err = capsys.readouterr().err
-    return code, err
+    return code, capsys.readouterr().err
 
 
-def test_audit_user_model_and_data(digits_files, tmp_path, capsys):
+@pytest.mark.parametrize("model, data, extra, message", [
+    ("missing.joblib", "digits.npz", [], "model file not found"),
+    ("logreg.joblib", "missing.npz", [], "data file not found"),
+    ("knn.joblib", "digits.npz", [], "cannot explain KNeighborsClassifier"),
+    ("logreg.joblib", "wrong.npz", [], "the model expects 64 features"),
+    ("logreg.joblib", "noX.npz", [], "has no array 'X'"),
+    ("logreg.joblib", "nan.npz", [], "NaN"),
+    ("logreg.joblib", "garbage.npz", [], "is not an .npz file"),
+    ("logreg.joblib", "digits.csv", [], "CSV?"),
+    ("logreg.joblib", "single.npy", [], "single .npy array"),
+    ("logreg.joblib", "objects.npz", [], "Python objects"),
+    ("digits.npz", "logreg.joblib", [], "did you swap them?"),  # data file checked first
+    ("digits.npz", "digits.npz", [], "not a model; the order is MODEL DATA"),
+    ("digits.csv", "digits.npz", [], "text file, not a model"),
+    ("logreg.joblib", "badmask.npz", [], "masks must be boolean"),
+    ("logreg.joblib", "maskshape.npz", [], "masks must have one value per pixel"),
+    ("logreg.joblib", "digits.npz", ["--region-size", "16"], "larger than the images (8x8)"),
+    ("big.joblib", "big.npz", ["--region-size", "50"], "larger than the images (16x16)"),
+    ("logreg.joblib", "digits.npz", ["--max-samples", "0"], "--max-samples must be >= 1"),
+    ("logreg.joblib", "digits.npz", ["--n-steps", "0"], "--n-steps must be >= 1"),
+    ("logreg.joblib", "digits.npz", ["--n-jobs", "0"], "--n-jobs"),
+    ("logreg.joblib", "digits.npz", ["--alpha", "1.5"], "--alpha"),
+    ("logreg.joblib", "digits.npz", ["--device", "tpu"], "--device"),
+    ("logreg.joblib", "digits.npz", ["--rule", "bogus"], "--rule"),
+    ("logreg.joblib", "digits.npz", ["--epsilon", "-1"], "--epsilon"),
+])
+def test_bad_input_one_line_exit_2_nothing_written(files, tmp_path, capsys, model, data, extra, message):
     out = tmp_path / "rep"
-    code, err = _run(["audit", str(digits_files / "logreg.joblib"), str(digits_files / "digits.npz"),
-                      "--out", str(out), "-q", "--aopc-samples", "20", "--n-steps", "8", "--region-size", "2"],
-                     capsys)
+    code, err = _run(["audit", str(files / model), str(files / data), "--out", str(out), "-q", *extra], capsys)
+    assert code == 2, err
+    assert message in err
+    assert err.count("\n") == 1 and err.startswith("sklrp audit: error: ")
+    assert os.listdir(tmp_path) == []  # neither the report nor a temporary folder
+
+
+def test_output_folder_errors(files, tmp_path, capsys):
+    data = [str(files / "logreg.joblib"), str(files / "digits.npz")]
+    # a parent that cannot be written to (read-only for everyone, root included)
+    code, err = _run(["audit", *data, "--out", "/sys/sklrp-report", "-q"], capsys)
+    assert code == 2 and "cannot write to the parent directory of --out" in err and err.count("\n") == 1
+    code, err = _run(["audit", *data, "--out", str(tmp_path / "no" / "such" / "rep"), "-q"], capsys)
+    assert code == 2 and "does not exist" in err
+    (tmp_path / "file").write_text("x")
+    code, err = _run(["audit", *data, "--out", str(tmp_path / "file"), "-q"], capsys)
+    assert code == 2 and "not a directory" in err
+    # a folder that is not a report is never overwritten
+    (tmp_path / "keep").mkdir()
+    (tmp_path / "keep" / "thesis.tex").write_text("precious")
+    code, err = _run(["audit", *data, "--out", str(tmp_path / "keep"), "-q"], capsys)
+    assert code == 2 and "not an sklrp report" in err
+    assert (tmp_path / "keep" / "thesis.tex").read_text() == "precious"
+    assert sorted(os.listdir(tmp_path)) == ["file", "keep"]
+
+
+def test_usage_errors_are_one_line(tmp_path, capsys):
+    assert _run(["audit", "--out", str(tmp_path / "r")], capsys) == (2, "sklrp audit: error: give MODEL and DATA "
+                                                                       "files, or --demo\n")
+    code, err = _run(["audit", "a", "b", "--demo"], capsys)
+    assert code == 2 and "--demo takes no MODEL or DATA" in err
+    assert _run([], capsys)[0] == 2
+    for argv in (["audit", "--n-jobs", "many"], ["audit", "--perturbation", "wobble"], ["audit", "--bogus"]):
+        with pytest.raises(SystemExit) as exc:  # argparse's own errors: also one line, exit 2
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and ": error: " in err
+    assert os.listdir(tmp_path) == []
+
+
+def test_errors_come_before_torch_is_imported(files, tmp_path):
+    """Argument and file checks run before torch is imported (a bad call answers in well under a second)."""
+    code = ("import sys; from sklrp.cli import main; "
+            f"r = main(['audit', {str(files / 'logreg.joblib')!r}, {str(files / 'digits.csv')!r}, '--out', "
+            f"{str(tmp_path / 'r')!r}]); print(r, 'torch' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.stdout.split() == ["2", "False"], proc.stderr
+    proc = subprocess.run([sys.executable, "-m", "sklrp", "audit", str(tmp_path / "none.joblib"),
+                           str(tmp_path / "none.npz")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == f"sklrp audit: error: data file not found: {tmp_path / 'none.npz'}"
+
+
+def test_audit_user_model_and_data(files, tmp_path, capsys):
+    out = tmp_path / "rep"
+    code, err = _run(["audit", str(files / "logreg.joblib"), str(files / "digits.npz"), "--out", str(out), "-q",
+                      "--aopc-samples", "12"], capsys)
     assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     (m,) = summary["models"]
     assert m["name"] == "logreg" and m["model"] == "LogisticRegression" and m["n_samples"] == 150
-    assert m["conservation_max_abs_residual"] < 1e-8
+    assert m["conservation"]["max_abs_residual"] < 1e-8
     assert m["context_ratio"] is None  # no masks given
-    assert len(m["spray"]["classes"]) == 3
-    # re-running replaces the old report atomically
-    code, err = _run(["audit", str(digits_files / "logreg.joblib"), str(digits_files / "digits.npz"),
-                      "--out", str(out), "-q", "--max-samples", "60", "--aopc-samples", "10", "--n-steps", "4"],
-                     capsys)
+    # regions and steps from the image size: 8x8 digits -> single pixels, the whole curve
+    assert (m["aopc"]["region_size"], m["aopc"]["n_steps"], m["aopc"]["n_regions"]) == (1, 64, 64)
+    assert len(m["strategies"]["classes"]) == 3
+    # re-running replaces the old report atomically; a choice that cuts the curve is a warning
+    code, err = _run(["audit", str(files / "logreg.joblib"), str(files / "digits.npz"), "--out", str(out), "-q",
+                      "--max-samples", "60", "--aopc-samples", "10", "--region-size", "4", "--n-steps", "20"], capsys)
     assert code == 0, err
-    assert json.loads((out / "summary.json").read_text())["models"][0]["n_samples"] == 60
+    assert "sklrp audit: warning: --n-steps 20 with regions of 4x4 pixels on 8x8 images: there are only 4 " \
+           "regions" in err
+    m = json.loads((out / "summary.json").read_text())["models"][0]
+    assert m["n_samples"] == 60 and m["aopc"]["n_steps"] == 4
+    assert any("only 4 regions" in note for note in m["notes"])
     assert sorted(os.listdir(tmp_path)) == ["rep"]
 
 
-@pytest.mark.parametrize("model, data, message", [
-    ("missing.joblib", "digits.npz", "model file not found"),
-    ("logreg.joblib", "missing.npz", "data file not found"),
-    ("knn.joblib", "digits.npz", "cannot explain KNeighborsClassifier"),
-    ("logreg.joblib", "wrong.npz", "the model expects 64 features"),
-    ("logreg.joblib", "noX.npz", "has no array 'X'"),
-    ("logreg.joblib", "nan.npz", "NaN"),
-    ("logreg.joblib", "garbage.npz", "cannot read"),
-    ("digits.npz", "digits.npz", "cannot load model"),
-])
-def test_bad_input_one_line_exit_2_no_output(digits_files, tmp_path, capsys, model, data, message):
-    out = tmp_path / "rep"
-    code, err = _run(["audit", str(digits_files / model), str(digits_files / data), "--out", str(out), "-q"], capsys)
-    assert code == 2
-    assert message in err
-    assert err.count("\n") == 1 and err.startswith("sklrp audit: error: ")
-    assert os.listdir(tmp_path) == []  # neither the report nor a temp dir
-
-
-def test_cli_usage_errors(tmp_path, capsys):
-    assert _run(["audit", "--out", str(tmp_path / "r")], capsys)[0] == 2
-    assert _run(["audit", "a", "b", "--demo"], capsys)[0] == 2
-    assert _run([], capsys)[0] == 2
-    with pytest.raises(SystemExit) as exc:  # argparse's own usage errors also exit with 2
-        main(["audit", "--n-jobs", "many"])
-    assert exc.value.code == 2
-    code, err = _run(["audit", "--demo", "--n-jobs", "0", "--out", str(tmp_path / "r")], capsys)
-    assert code == 2 and "--n-jobs" in err
-    code, err = _run(["audit", "--demo", "--rule", "bogus", "--out", str(tmp_path / "r")], capsys)
-    assert code == 2 and "--rule" in err
-    code, err = _run(["audit", "--demo", "--device", "tpu", "--out", str(tmp_path / "r")], capsys)
-    assert code == 2 and "--device" in err
-    import torch
-
-    if not torch.cuda.is_available():
-        code, err = _run(["audit", "--demo", "--device", "cuda", "--out", str(tmp_path / "r")], capsys)
-        assert code == 2 and "CUDA is not available" in err
-    # a directory that is not a report is never overwritten
-    (tmp_path / "keep").mkdir()
-    (tmp_path / "keep" / "thesis.tex").write_text("precious")
-    code, err = _run(["audit", "--demo", "--out", str(tmp_path / "keep")], capsys)
-    assert code == 2 and "not an sklrp report" in err
-    assert (tmp_path / "keep" / "thesis.tex").read_text() == "precious"
-
-
-def test_python_dash_m_entry_point(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "sklrp", "audit", str(tmp_path / "none.joblib"),
-                           str(tmp_path / "none.npz")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.strip() == f"sklrp audit: error: model file not found: {tmp_path / 'none.joblib'}"
-    assert shutil.which("sklrp") is None or os.access(shutil.which("sklrp"), os.X_OK)
-
-
-def test_load_data_checks_masks_and_image_shape(tmp_path):
+def test_load_data_checks(tmp_path):
     X = np.zeros((4, 9))
     np.savez(tmp_path / "a.npz", X=X, masks=np.ones((3, 3, 3)))
     with pytest.raises(AuditError, match="masks has 3 entries"):
@@ -218,6 +169,8 @@ def test_load_data_checks_masks_and_image_shape(tmp_path):
     np.savez(tmp_path / "c.npz", X=X, y=np.zeros(5))
     with pytest.raises(AuditError, match="y must have shape"):
         load_data(tmp_path / "c.npz")
+    np.savez(tmp_path / "d.npz", X=X, masks=np.ones((4, 9), dtype=np.uint8))
+    assert load_data(tmp_path / "d.npz")[2].dtype == bool  # 0/1 masks are fine
 
 
 # --------------------------------------------------------------------------- parallel / Dask
@@ -232,55 +185,54 @@ def test_explain_parallel_matches_serial(digits_lrp):
     lrp, X, y = digits_lrp
     E = lrp.explain(X, target=y)
     with joblib.parallel_config(backend="threading"):  # process start-up would dominate the test
-        R, Rb, out, t, res = explain_parallel(lrp, X, y, n_jobs=2, chunk_size=64)
-    np.testing.assert_allclose(R, E.relevance)
-    np.testing.assert_allclose(out, E.output)
-    np.testing.assert_array_equal(t, y)
+        P = explain_parallel(lrp, X, y, n_jobs=2, chunk_size=64)
+    np.testing.assert_allclose(P.relevance, E.relevance)
+    np.testing.assert_allclose(P.output, E.output)
+    np.testing.assert_array_equal(P.target, y)
+    np.testing.assert_allclose(P.absorbed, E.absorbed)
 
 
-def test_explain_and_spray_under_dask_local_cluster(digits_lrp):
+def test_explain_under_dask_local_cluster(digits_lrp):
     distributed = pytest.importorskip("dask.distributed", reason="dask[distributed] not installed "
                                       "(pip install 'sklrp[dask]')")
     lrp, X, y = digits_lrp
     serial = explain_parallel(lrp, X, y, chunk_size=50)
-    spray_serial, _ = spray_per_class(serial[0], y, (8, 8), n_jobs=1)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
             distributed.Client(cluster) as client:
         with joblib.parallel_config(backend="dask"):
             dask_res = explain_parallel(lrp, X, y, n_jobs=-1, chunk_size=50)
-            spray_dask, _ = spray_per_class(dask_res[0], y, (8, 8), n_jobs=-1)
         assert len(client.scheduler_info()["workers"]) == 2
-    np.testing.assert_allclose(dask_res[0], serial[0])
-    for a, b in zip(spray_dask, spray_serial):
-        assert a["class"] == b["class"]
-        np.testing.assert_allclose(a["eigenvalues"], b["eigenvalues"], atol=1e-10)
+    np.testing.assert_allclose(dask_res.relevance, serial.relevance)
 
 
 def test_audit_tabular_regressor(tmp_path):
-    """Tabular data and a regressor: feature bar chart, output 0 explained, one SpRAy group."""
+    """Tabular data and a regressor: feature bars, output 0 explained, one group (no verdict)."""
     from sklearn.datasets import load_diabetes
     from sklearn.linear_model import Ridge
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from sklrp.cli import audit
+    from sklrp.audit import audit
 
     X, y = load_diabetes(return_X_y=True)
     model = make_pipeline(StandardScaler(), Ridge()).fit(X, y)
-    s = audit({"ridge": model}, X[:60], y[:60], out=str(tmp_path / "rep"), rule="z", n_steps=5, aopc_samples=20)
+    s = audit({"ridge": model}, X[:60], y[:60], out=str(tmp_path / "rep"), rule="z", aopc_samples=20)
     (m,) = s["models"]
     assert m["explained"] == "output 0" and m["accuracy"] is None
     assert m["fig_heatmaps"] == "ridge_features.png"
-    assert m["conservation_max_abs_residual"] < 1e-8
-    assert [r["class"] for r in m["spray"]["classes"]] == [0]
+    assert m["conservation"]["max_abs_residual"] < 1e-8
+    assert m["strategies"]["n_classes"] == 1 and m["strategies"]["flagged"] == []
+    assert (m["aopc"]["region_size"], m["aopc"]["n_steps"]) == (1, 10)
     assert m["aopc"]["scores"]["LRP"] > m["aopc"]["scores"]["random"]
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "n/a (one group: nothing to compare)" in page
     # the numbers do not depend on the number of workers
     with joblib.parallel_config(backend="threading"):
-        s2 = audit({"ridge": model}, X[:60], y[:60], out=str(tmp_path / "rep"), rule="z", n_steps=5,
-                   aopc_samples=20, n_jobs=2, perturbation="uniform")
-        s1 = audit({"ridge": model}, X[:60], y[:60], out=str(tmp_path / "rep"), rule="z", n_steps=5,
-                   aopc_samples=20, n_jobs=1, perturbation="uniform")
+        s2 = audit({"ridge": model}, X[:60], y[:60], out=str(tmp_path / "rep"), rule="z", aopc_samples=20, n_jobs=2,
+                   perturbation="uniform")
+    s1 = audit({"ridge": model}, X[:60], y[:60], out=str(tmp_path / "rep"), rule="z", aopc_samples=20, n_jobs=1,
+               perturbation="uniform")
     assert s1["models"][0]["aopc"]["scores"] == s2["models"][0]["aopc"]["scores"]
 
 
@@ -298,7 +250,7 @@ def test_audit_bow_pipeline_on_images_with_masks(tmp_path, capsys):
     np.savez(tmp_path / "shapes.npz", X=X[30:], y=y[30:], masks=masks[30:] == 1)
     out = tmp_path / "rep"
     code, err = _run(["audit", str(tmp_path / "bow.joblib"), str(tmp_path / "shapes.npz"), "--out", str(out), "-q",
-                      "--aopc-samples", "6", "--n-steps", "4", "--region-size", "10"], capsys)
+                      "--aopc-samples", "6", "--n-steps", "4"], capsys)
     assert code == 0, err
     (m,) = json.loads((out / "summary.json").read_text())["models"]
     assert m["model"] == "Pipeline(DenseSIFT -> BoWEncoder -> LinearSVC)"
@@ -306,4 +258,5 @@ def test_audit_bow_pipeline_on_images_with_masks(tmp_path, capsys):
     assert m["context_ratio"]["n_images"] == n_objects < 20
     assert any("images without an object" in note for note in m["notes"])
     assert any("Sensitivity baseline skipped" in note for note in m["notes"])  # finite differences: too costly
+    assert m["aopc"]["region_size"] == 5  # 40 // 8
     assert set(m["aopc"]["scores"]) >= {"LRP", "random"}

@@ -357,3 +357,74 @@ def test_warnings_point_at_the_caller(fitted):
         warnings.simplefilter("always")
         models["linear"].explain(da.from_array(X, chunks=(60, 2)))
     assert seen and seen[0].filename == __file__
+
+
+def test_explainer_imported_directly_hands_dask_input_over():
+    # the block-wise twins are registered on first use, however the explainer was imported
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, dask, dask.array as da\n"
+        "from sklearn.linear_model import LogisticRegression\n"
+        "from sklrp.explain import LRPTransformer\n"
+        "X = np.random.RandomState(0).randn(20, 3)\n"
+        "lrp = LRPTransformer(LogisticRegression(), device='cpu').fit(X, X[:, 0] > 0)\n"
+        "R = lrp.transform(da.from_array(X, chunks=(10, 3)))\n"
+        "assert np.allclose(R.compute(scheduler='sync'), lrp.transform(X))\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+# -- SpRAy ---------------------------------------------------------------------------------------
+def _planted_maps(n=240, seed=0):
+    """Two strategies: a hot corner in half of the maps (64 channels-last 12x12x2 maps)."""
+    rng = np.random.RandomState(seed)
+    maps = rng.rand(n, 12, 12, 2)
+    maps[: n // 2, :3, :3] += 4.0
+    return maps
+
+
+@pytest.mark.parametrize("params", [
+    {"pool_shape": (6, 6)},                                          # channel sum + pooling
+    {"pool_shape": (4, 4), "smoothing_sigma": 1.0, "normalize": "l1"},  # + low-pass, per-map norm
+    {"pool_shape": None, "normalize": "max"},
+])
+def test_spray_pools_dask_maps_on_the_workers_like_in_memory(client, params):
+    """Algorithm 3, lines 6-8 run on each block; the graph, spectrum and labels equal the in-memory fit."""
+    maps = _planted_maps()
+    common = dict(embedding=None, random_state=0, **params)
+    want = sklrp.SpRAy(**common).fit(maps)
+    got = sklrp.SpRAy(**common).fit(da.from_array(maps, chunks=(70, 12, 12, 2)))  # uneven last block
+    np.testing.assert_array_equal(got.preprocessed_, want.preprocessed_)
+    np.testing.assert_array_equal(got.labels_, want.labels_)
+    np.testing.assert_allclose(got.eigenvalues_, want.eigenvalues_, rtol=0, atol=1e-12)
+    assert got.n_features_in_ == want.n_features_in_ == 12
+    assert got.n_clusters_ == 2
+
+
+def test_spray_on_dask_maps_keeps_float32_and_flat_maps(client):
+    maps = _planted_maps().sum(-1).reshape(240, -1).astype(np.float32)
+    params = dict(map_shape=(12, 12), pool_shape=(6, 6), embedding=None, random_state=0)
+    got = sklrp.SpRAy(**params).fit(da.from_array(maps, chunks=(60, 144)))
+    assert got.preprocessed_.dtype == np.float32
+    np.testing.assert_array_equal(got.labels_, sklrp.SpRAy(**params).fit(maps).labels_)
+
+
+def test_spray_refuses_bad_dask_maps_clearly():
+    bad = _planted_maps()
+    bad[5, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        sklrp.SpRAy(embedding=None).fit(da.from_array(bad, chunks=(120, 12, 12, 2)))
+    with pytest.raises(ValueError, match="map_shape=.*does not match"):
+        sklrp.SpRAy(map_shape=(5, 5), embedding=None).fit(da.from_array(_planted_maps()[..., 0], chunks=(120, 12, 12)))
+    with pytest.raises(ValueError, match="minimum of 2"):
+        sklrp.SpRAy(embedding=None).fit(da.from_array(_planted_maps()[:1], chunks=(1, 12, 12, 2)))
+    import dask.dataframe as dd
+    import pandas as pd
+
+    frame = dd.from_pandas(pd.DataFrame(_planted_maps().reshape(240, -1)[:, :4]), npartitions=2)
+    with pytest.raises(TypeError, match="to_dask_array"):
+        sklrp.SpRAy(embedding=None).fit(frame)

@@ -183,6 +183,9 @@ def _fail_connections_fast():
     cluster on a loaded machine to answer)."""
     try:
         import dask.config
+        # distributed adds its defaults to dask's config when first imported; importing it
+        # inside the `set` below would let the exit remove them all (the key did not exist)
+        import distributed  # noqa: F401
     except ImportError:
         return contextlib.nullcontext()
     return dask.config.set({"distributed.comm.timeouts.connect": "10s"})

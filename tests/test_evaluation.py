@@ -328,8 +328,11 @@ def test_headline_cnn_skorch(digits):
     E = lrp.explain(Xi)
     kw = dict(perturbation="flip", value_range=(-1, 1), n_steps=10, channel_axis=0)
     curves = sklrp.perturbation_curve(lrp, Xi, E.relevance, **kw)
-    # the explainer scores perturbed inputs with its own chain (float64, as the explanation)
-    np.testing.assert_allclose(curves[:, 0], E.output, rtol=1e-10)
+    # the explainer scores perturbed inputs with its own chain; with dtype=None the float32 net
+    # runs in float32 (the explanation in float64), with an explicit dtype exactly as explained
+    np.testing.assert_allclose(curves[:, 0], E.output, rtol=1e-5, atol=1e-6)
+    exact = sklrp.LRPTransformer(FrozenEstimator(net), rule="epsilon", dtype="float64").fit(Xi)
+    np.testing.assert_allclose(sklrp.perturbation_curve(exact, Xi, E.relevance, **kw)[:, 0], E.output, rtol=1e-10)
     np.testing.assert_allclose(
         sklrp.perturbation_curve(net, Xi, E.relevance, **kw), curves, rtol=1e-4, atol=1e-5
     )  # the float32 net itself
@@ -645,3 +648,22 @@ def test_context_ratio_bad_input():
         sklrp.context_ratio(R, boxes=[(0, 0, 1, 1), (0, 0, 1, 1)])
     with pytest.raises(ValueError, match="NaN"):
         sklrp.context_ratio(np.full((1, 4, 4), np.nan), boxes=[(0, 0, 1, 1)])
+
+
+def test_perturbation_scores_run_a_torch_net_in_its_own_dtype():
+    """AOPC of an LRPTransformer over a float32 net scores the net itself in float32 (no float64 copy):
+    the same curve as evaluating the module directly, while explanations keep float64."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 8 * 8, 3)).eval()
+    dtypes = []
+    net.register_forward_pre_hook(lambda module, args: dtypes.append(args[0].dtype))
+    X = np.random.RandomState(0).rand(12, 1, 8, 8)
+    lrp = sklrp.LRPTransformer(sklrp.nn.TorchModel(net, classes=[0, 1, 2])).fit(X[:2])
+    R = lrp.transform(X)
+    kw = dict(target=0, region_size=2, n_steps=6, perturbation="blur", channel_axis=0)
+    dtypes.clear()
+    via_lrp = sklrp.perturbation_curve(lrp, X, R, **kw)
+    assert set(dtypes) == {torch.float32}  # the user's float32 module itself
+    np.testing.assert_allclose(via_lrp, sklrp.perturbation_curve(net, X, R, **kw), rtol=1e-6, atol=1e-7)
+    assert lrp.explain(X[:2]).relevance.dtype == np.float64

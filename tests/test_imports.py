@@ -19,9 +19,10 @@ import sklrp
 
 # public submodule -> one public attribute the documentation uses
 SUBMODULES = {
+    "audit": "shortcut_scan",
     "bow": "DenseSIFT",
     "chain": "Chain",
-    "cli": "audit",
+    "cli": "main",
     "dask": "explain",
     "datasets": "make_clever_hans",
     "evaluation": "aopc_score",
@@ -39,7 +40,7 @@ SUBMODULES = {
 }
 
 # loaded on first use: ``import sklrp`` alone must not import them (it stays fast)
-LAZY = ("bow", "cli", "kernels", "linear", "nn", "plotting", "svm", "tabular")
+LAZY = ("audit", "bow", "cli", "kernels", "linear", "nn", "plotting", "svm", "tabular")
 
 _PROBE = r"""
 import importlib, json, os, sys

@@ -187,15 +187,18 @@ def test_linear_a13_is_squared_offset_from_the_centre(data):
 def test_taylor_svdd_conserves(data, kernel):
     X = data
     svdd = SVDD(kernel=kernel, gamma=0.5, nu=0.2).fit(X)
-    lrp = LRP(svdd).fit(X)
-    E = lrp.explain(X[:10])
-    assert E.extras["root_found"].all()
     outlierness = -svdd.decision_function(X[:10])
-    np.testing.assert_allclose(E.output, outlierness, atol=1e-10)
-    total = E.relevance.sum(1) + E.bias_relevance
-    assert np.all(np.abs(total - outlierness) <= 1e-6 * np.abs(outlierness))
-    # the root points lie on the sphere
-    assert np.all(np.abs(svdd.decision_function(E.root_point)) <= 1e-6)
+    for reference in ("root", "mean"):  # the exact default "auto" expands at the mean
+        E = LRP(svdd, taylor_reference=reference).fit(X).explain(X[:10])
+        assert E.extras["root_found"].all()
+        np.testing.assert_allclose(E.output, outlierness, atol=1e-10)
+        total = E.relevance.sum(1) + E.bias_relevance
+        assert np.all(np.abs(total - outlierness) <= 1e-6 * np.abs(outlierness))
+        if reference == "root":  # the root points lie on the sphere
+            assert np.all(np.abs(svdd.decision_function(E.root_point)) <= 1e-6)
+        else:  # the training mean, its outlierness as the bias part
+            np.testing.assert_allclose(E.root_point, np.broadcast_to(X.mean(0), E.root_point.shape), atol=1e-12)
+            np.testing.assert_allclose(E.bias_relevance, -svdd.decision_function(E.root_point), atol=1e-10)
 
 
 def test_pipeline_and_targets(data):

@@ -284,7 +284,7 @@ def test_taylor_near_linear_model_has_small_residual():
 def test_taylor_multiclass_and_pair(positive_data):
     X, _ = positive_data
     y3 = np.digitize(X[:, 0], [0.4, 0.7])
-    lrp = LRP(SVC(kernel="rbf", gamma=3.0, C=10.0)).fit(X, y3)
+    lrp = LRP(SVC(kernel="rbf", gamma=3.0, C=10.0), taylor_reference="root").fit(X, y3)
     svc = lrp.estimator_
     E = lrp.explain(X[:6], target=Pair(0, 2))
     assert E.extras["root_found"].all()
@@ -302,7 +302,7 @@ def test_qualitative_horizontal_toy():
     rng = np.random.RandomState(0)
     X = np.column_stack([rng.uniform(-3, 3, 300), rng.uniform(-3, 3, 300)])
     y = (np.abs(X[:, 0]) < 1.0).astype(int)
-    lrp = LRP(SVC(kernel="rbf", gamma=0.5, C=10.0)).fit(X, y)
+    lrp = LRP(SVC(kernel="rbf", gamma=0.5, C=10.0), taylor_reference="root").fit(X, y)
     x = np.array([[2.2, 0.4], [-2.0, -1.5], [2.5, 2.0]])
     E = lrp.explain(x)
     np.testing.assert_array_equal(E.target, [0, 0, 0])
@@ -313,7 +313,7 @@ def test_qualitative_horizontal_toy():
 
 def test_one_class_svm_rbf_taylor(positive_data):
     X, _ = positive_data
-    lrp = LRP(OneClassSVM(gamma=2.0, nu=0.2)).fit(X)
+    lrp = LRP(OneClassSVM(gamma=2.0, nu=0.2), taylor_reference="root").fit(X)
     E = lrp.explain(X[:10])
     assert E.extras["root_found"].all()
     assert np.all(np.abs(lrp.estimator_.decision_function(E.root_point)) <= 1e-6)
@@ -327,7 +327,7 @@ def test_no_opposite_candidate_uses_a_baseline(positive_data, taylor):
     X, y = positive_data
     svc = SVC(kernel="rbf", gamma=2.0, C=10.0).fit(X, y)
     inside = X[svc.predict(X) == 1]
-    lrp = LRP(FrozenEstimator(svc), taylor=taylor).fit(inside)  # reference: one class only
+    lrp = LRP(FrozenEstimator(svc), taylor=taylor, taylor_reference="root").fit(inside)  # one class only
     with pytest.warns(RootPointWarning, match=r"no root point found for 3 of 3 samples \(3 without any.*baseline"):
         E = lrp.explain(inside[:3])
     assert not E.extras["root_found"].any()
@@ -372,7 +372,7 @@ def test_frozen_pipeline_rbf_raw_input_space(positive_data):
     X, y = positive_data
     X_raw = X * [10.0, 1.0, 100.0, 0.5] + [5.0, 0.0, -50.0, 1.0]
     model = make_pipeline(MinMaxScaler(), SVC(kernel="rbf", C=10.0)).fit(X_raw, y)
-    lrp = LRP(FrozenEstimator(model)).fit(X_raw)
+    lrp = LRP(FrozenEstimator(model), taylor_reference="root").fit(X_raw)
     E = lrp.explain(X_raw[:5])
     assert E.relevance.shape == (5, 4)
     assert E.extras["root_found"].all()
@@ -386,18 +386,18 @@ def test_frozen_callable_kernel_and_gamma_scale(data):
     # callable kernels keep no support vectors; the frozen model is fitted on other data than lrp.fit
     X, y2, _ = data
     svc = SVC(kernel=K.intersection_kernel).fit(X[:60], y2[:60])
-    lrp = LRP(FrozenEstimator(svc)).fit(X[60:])
+    lrp = LRP(FrozenEstimator(svc), taylor_reference="root").fit(X[60:])
     E = lrp.explain(X[60:65])
     f = svc.decision_function(X[60:65]) * np.where(E.target == 1, 1, -1)
     np.testing.assert_allclose(E.relevance.sum(1) + E.bias_relevance, f, atol=1e-10)
     scaled = SVC(kernel="rbf", gamma="scale").fit(X[:60], y2[:60])
-    E = LRP(FrozenEstimator(scaled)).fit(X[60:]).explain(X[60:63])
+    E = LRP(FrozenEstimator(scaled), taylor_reference="root").fit(X[60:]).explain(X[60:63])
     assert np.all(np.abs(scaled.decision_function(E.root_point)) <= 1e-6)
 
 
 def test_fitted_transformer_pickles(positive_data):
     X, y = positive_data
-    lrp = LRP(SVC(kernel=K.Chi2Kernel(gamma=1.0))).fit(X, y)
+    lrp = LRP(SVC(kernel=K.Chi2Kernel(gamma=1.0)), taylor_reference="root").fit(X, y)
     again = pickle.loads(pickle.dumps(lrp))
     np.testing.assert_allclose(again.transform(X[:3]), lrp.transform(X[:3]))
 

@@ -64,7 +64,7 @@ def _conserves(E, rtol=1e-6):
 def test_exact_conserves_binary(data, name):
     X, y, _ = data
     y = _labels(name, X, y)
-    lrp = LRP(MODELS[name]()).fit(X, y)
+    lrp = LRP(MODELS[name](), taylor_reference="root").fit(X, y)
     with warnings.catch_warnings():
         warnings.simplefilter("error", TaylorRemainderWarning)
         E = lrp.explain(X[:15])
@@ -82,7 +82,7 @@ def test_exact_conserves_binary(data, name):
     # the same root point as the first-order decomposition: only the integral differs
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", TaylorRemainderWarning)
-        F = LRP(MODELS[name](), taylor="first_order").fit(X, y).explain(X[:15])
+        F = LRP(MODELS[name](), taylor="first_order").fit(X, y).explain(X[:15])  # "auto": a root point
     np.testing.assert_allclose(E.root_point, F.root_point, atol=1e-12)
 
 
@@ -333,7 +333,7 @@ def test_kernels_without_a_gradient(data):
 def test_overflowing_input_is_named(data):
     # RBF on X * 1e300: squared distances overflow float64; say so instead of blaming the reference set
     X, y, _ = data
-    lrp = LRP(FrozenEstimator(SVC(kernel="rbf", gamma=1.0).fit(X, y))).fit(X)
+    lrp = LRP(FrozenEstimator(SVC(kernel="rbf", gamma=1.0).fit(X, y)), taylor_reference="root").fit(X)
     message = r"largest \|value\| 7.7e\+299\) and the reference samples overflow float64.*Rescale"
     with pytest.raises(ValueError, match=message):
         lrp.explain(X[:3] * 1e300)
@@ -343,7 +343,7 @@ def test_overflowing_input_is_named(data):
 
 
 # -- expansion at the training mean (taylor_reference="mean") -----------------------------------
-@pytest.mark.parametrize("name", ["rbf", "chi2", "poly"])
+@pytest.mark.parametrize("name", list(MODELS))
 def test_mean_reference_conserves_with_f_of_the_mean_as_bias(data, name):
     X, y, _ = data
     yy = _labels(name, X, y)
@@ -379,3 +379,23 @@ def test_mean_reference_first_order_and_bad_value(data):
     assert E.relevance.shape == (3, 4) and np.all(E.taylor_remainder != 0)
     with pytest.raises(ValueError, match="'taylor_reference' parameter of LRPTransformer"):
         LRP(MODELS["rbf"](), taylor_reference="median").fit(X, y)
+
+
+def test_auto_reference_is_the_mean_for_exact_and_a_root_for_first_order(data):
+    X, y, _ = data
+    svc = FrozenEstimator(MODELS["rbf"]().fit(X, y))
+    for taylor, reference in (("exact", "mean"), ("first_order", "root")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", TaylorRemainderWarning)
+            auto = LRP(svc, taylor=taylor).fit(X).explain(X[:6])
+            pinned = LRP(svc, taylor=taylor, taylor_reference=reference).fit(X).explain(X[:6])
+        np.testing.assert_array_equal(auto.relevance, pinned.relevance)
+        np.testing.assert_array_equal(auto.root_point, pinned.root_point)
+    assert LRP(svc).get_params()["taylor_reference"] == "auto"
+
+
+def test_overflowing_input_is_named_at_the_mean(data):
+    X, y, _ = data
+    lrp = LRP(FrozenEstimator(SVC(kernel="rbf", gamma=1.0).fit(X, y)), taylor_reference="mean").fit(X)
+    with pytest.raises(ValueError, match=r"and the training mean overflow float64.*Rescale"):
+        lrp.explain(X[:3] * 1e200)

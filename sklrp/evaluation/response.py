@@ -63,7 +63,8 @@ class ModelResponse:
     The explained score of a row is ``sum_k weights[k] * columns[k]``. For an
     :class:`~sklrp.LRPTransformer` it is the score ``Explanation.output`` reports: the
     explainer's own :class:`~sklrp.chain.Chain` scores the (perturbed) inputs, with the same
-    head and the same target weights. Other models: ``decision_function`` (else
+    head and the same target weights (with ``dtype=None``, a torch network in its own dtype,
+    see :meth:`~sklrp.chain.Chain.score_columns`). Other models: ``decision_function`` (else
     ``predict_proba``, ``predict`` for regressors), a torch module's or skorch net's logits,
     or a callable.
     """
@@ -75,6 +76,9 @@ class ModelResponse:
         if self.kind == "lrp":
             # the explainer's own chain: perturbed inputs are scored exactly as the explanation was
             self.chain = model.get_chain()
+            # dtype=None: a torch net is scored in its own dtype (its outputs, at its own cost);
+            # an explicit dtype is honoured, and the curve then starts exactly at Explanation.output
+            self.native = model.get_params()["dtype"] is None
         elif self.kind == "torch":
             self.module = model
         elif self.kind == "skorch":
@@ -121,7 +125,7 @@ class ModelResponse:
         """Score columns ``(b, K)`` for a batch of model inputs."""
         kind, model = self.kind, self.model
         if kind == "lrp":
-            out = self.chain.score_columns(X)
+            out = self.chain.score_columns(X, native=self.native)
         elif self.module is not None:
             with torch.no_grad(), EvalMode(self.module):
                 out = self.module(self.torch_input(X)).detach().cpu().double().numpy()

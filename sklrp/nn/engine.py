@@ -19,15 +19,18 @@ relevance flows only into a private copy of the input.
 
 What users must know
 --------------------
-* Relevance follows modules. Element-wise functions and merges written as tensor
-  operations inside ``forward`` (``torch.tanh(h)``, ``a + b``) are differentiated,
-  not decomposed; use modules for activations and :class:`sklrp.nn.Add` /
-  :class:`sklrp.nn.Concat` for merge points. ``F.relu`` is the exception that is
-  harmless: its gradient equals the identity wherever relevance can be non-zero.
-* A terminal ``Softmax``, ``LogSoftmax`` or ``Sigmoid`` module is removed: the
+* Networks are explained as written: tensor operations between the layers (a residual
+  ``x + y``, ``torch.cat``, reshapes, ``F.relu``, ``torch.tanh``, ``x.mean((2, 3))``) are
+  followed as they run, at the dispatch level, and given their LRP steps
+  (:mod:`sklrp.nn.tracing`); an operation without a decomposition (a product of two
+  activations, ``exp``, ...) raises a ``TypeError`` naming it and its line in ``forward``.
+  :class:`sklrp.nn.Add` / :class:`sklrp.nn.Concat` mark merge points as modules.
+* A terminal ``Softmax``, ``LogSoftmax`` or ``Sigmoid`` (module or function) is removed: the
   logits are explained (Section 2.3.1, "The Softmax Output Layer"). A softmax
   anywhere else is an error.
-* Leaf modules sklrp does not know raise a ``TypeError`` naming them.
+* Layers with parameters that sklrp does not know (modules with parameters and no
+  submodules, e.g. ``Embedding``, ``LSTM``) raise a ``TypeError`` naming them; other
+  modules are followed through their ``forward``.
 """
 
 from __future__ import annotations
@@ -41,10 +44,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import layers
+from . import layers, tracing
 from ..rules import Rule
 from .composites import Composite
 from .merge import Add, Concat
+
+tracing.skip_frames_of(__file__)
 
 __all__ = ["LRPResult", "attached", "forward", "logits", "lrp", "supported_layers"]
 
@@ -79,10 +84,8 @@ def _kind(module):
     if kind is not False:
         _KIND_OF_TYPE[type(module)] = kind
         return kind
-    has_children = next(module.children(), None) is not None
-    own_params = next(module.parameters(recurse=False), None) is not None
-    if has_children and not own_params:
-        return None  # a container: its children are hooked
+    if next(module.children(), None) is not None or next(module.parameters(recurse=False), None) is None:
+        return None  # a container, or a layer without parameters: its forward is followed (sklrp.nn.tracing)
     raise TypeError(
         f"sklrp cannot explain the layer {type(module).__name__} ({module!r}): no LRP decomposition is defined for "
         f"it. Supported layers: {', '.join(supported_layers())}."
@@ -110,6 +113,15 @@ def _kind_of_type(module):
     if isinstance(module, _PASSIVE):
         return None
     return False
+
+
+_NO_CODE = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+
+
+def _runs_code(module):
+    """Whether the forward of a module that is not hooked runs tensor operations sklrp must follow: every module
+    but torch's containers and the known pass-through layers (whose operations autograd routes correctly)."""
+    return type(module) not in _NO_CODE and _kind_of_type(module) is False
 
 
 def _check_layer(module, kind):
@@ -142,10 +154,11 @@ class _Session:
         self.relevance = relevance  # False: only find the logits (plain differentiable forward)
         self.position = 0  # linear-type layers seen so far in the forward pass
         self.absorbed = []  # bias relevance per layer, summed once at the end
-        self.softmax = []  # (output, input) of softmax-type modules
-        self.terminal = []  # (output, input) of sigmoid modules (removable when terminal)
+        self.softmax = []  # (output, input) of softmax-type modules and functions
+        self.terminal = []  # (output, input) of sigmoids (removable when terminal)
         self.input_minima = []  # min of each alpha-beta layer's input, fetched from the device together
         self._mixed = mixed  # given: whether each alpha-beta layer's input has negative entries (no lookup)
+        self.tracer = tracing.FunctionalTracer(self, relevance)  # tensor operations between the layers
 
     @property
     def bias(self):
@@ -154,7 +167,8 @@ class _Session:
             return None
         return self.absorbed[0] if len(self.absorbed) == 1 else torch.stack(self.absorbed).sum(dim=0)
 
-    def _absorb(self, bias):
+    def absorb(self, bias):
+        """Record relevance absorbed by bias-like terms, shape (n,)."""
         self.absorbed.append(bias)
 
     def _has_negative_input(self, index):
@@ -177,7 +191,7 @@ class _Session:
             def step(inputs, out, r):
                 mixed = None if sign_check is None else self._has_negative_input(sign_check)
                 r_in, rb = fn(module, rule, inputs[0], out, r, mixed=mixed)
-                self._absorb(rb)
+                self.absorb(rb)
                 return [r_in]
 
             return step
@@ -195,7 +209,7 @@ class _Session:
 
             def step(inputs, out, r):
                 r_in, rb = fn(module, inputs[0], out, r)
-                self._absorb(rb)
+                self.absorb(rb)
                 return [r_in]
 
             return step
@@ -211,26 +225,55 @@ class _Session:
 
         return identity
 
-    def hook(self, kind):
-        def forward_hook(module, inputs, output):
-            if kind == "softmax":
-                self.softmax.append((output, inputs[0]))
-                return output
-            if not self.relevance:
-                if isinstance(module, nn.Sigmoid):
-                    self.terminal.append((output, inputs[0]))
-                return output
-            if not isinstance(output, torch.Tensor):
-                raise TypeError(f"sklrp: {type(module).__name__} returned {type(output).__name__}, expected a tensor")
-            tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
-            if len(tensors) != len(inputs) or (kind != "add" and len(tensors) != 1):
-                raise TypeError(f"sklrp: {type(module).__name__} must be called with tensor input(s) only")
-            wrapped = _RelevanceFunction.apply(self.step_for(module, kind, tensors), output.detach(), *tensors)
+    def wrap_step(self, step, output, inputs):
+        """``output``, whose backward maps relevance to ``inputs`` by ``step(inputs, out, relevance)``."""
+        return _RelevanceFunction.apply(step, output.detach(), *inputs)
+
+    def wrap_layer(self, module, kind, inputs, output):
+        """The layer's output wrapped with its LRP step (and softmax/sigmoid outputs recorded)."""
+        if kind == "softmax":
+            self.softmax.append((output, inputs[0]))
+            return output
+        if not self.relevance:
             if isinstance(module, nn.Sigmoid):
-                self.terminal.append((wrapped, inputs[0]))
-            return wrapped
+                self.terminal.append((output, inputs[0]))
+            return output
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"sklrp: {type(module).__name__} returned {type(output).__name__}, expected a tensor")
+        tensors = [t for t in inputs if isinstance(t, torch.Tensor)]
+        if len(tensors) != len(inputs) or (kind != "add" and len(tensors) != 1):
+            raise TypeError(f"sklrp: {type(module).__name__} must be called with tensor input(s) only")
+        wrapped = self.wrap_step(self.step_for(module, kind, tensors), output, tensors)
+        if isinstance(module, nn.Sigmoid):
+            self.terminal.append((wrapped, inputs[0]))
+        return wrapped
+
+    def pre_hook(self, module, inputs):
+        tracer = self.tracer
+        tracer.check([t for t in inputs if isinstance(t, torch.Tensor)],
+                     use=lambda: f"is the input of the layer {type(module).__name__} at {tracing.where()}")
+        tracer.enter()  # the functions the layer calls inside are its own
+
+    def hook(self, kind, traced=True):
+        if not traced:  # no tensor operations between the layers: nothing to follow
+            return lambda module, inputs, output: self.wrap_layer(module, kind, inputs, output)
+
+        def forward_hook(module, inputs, output):
+            tracer = self.tracer
+            try:
+                wrapped = self.wrap_layer(module, kind, inputs, output)
+                if any(tracer.is_carrier(t) for t in inputs):
+                    tracer.mark(wrapped)
+                return wrapped
+            finally:
+                tracer.leave()
 
         return forward_hook
+
+    def mark_input(self, module, inputs):
+        for t in inputs:
+            if isinstance(t, torch.Tensor):
+                self.tracer.mark_input(t)
 
     def logits(self, output):
         """Strip a terminal softmax/sigmoid (Section 2.3.1); reject any other softmax."""
@@ -264,8 +307,11 @@ def attached(model: nn.Module, composite: Composite | None, relevance: bool = Tr
     """Attach the LRP hooks to ``model`` for one forward pass; restore it afterwards.
 
     Yields a session object; everything (hooks, ``training`` flags, ``inplace``
-    flags) is restored on exit, also when an exception is raised. With
-    ``relevance=False`` the hooks only locate a terminal softmax/sigmoid. ``mixed``
+    flags) is restored on exit, also when an exception is raised. While the block runs,
+    the session's :class:`sklrp.nn.tracing.FunctionalTracer` observes the tensor
+    operations between the layers (sums, concatenations, functional activations, ...) and
+    gives them their LRP steps; the tensor arguments of the model's call are the explained
+    input. With ``relevance=False`` the hooks only locate a terminal softmax/sigmoid. ``mixed``
     (a list of bools, one per alpha-beta layer in forward order) says which of those
     layers get inputs of both signs, instead of looking (a host synchronisation).
 
@@ -291,12 +337,22 @@ def _attached(model, composite, relevance, mixed):
         for m, _ in inplace:
             m.inplace = False  # in-place activations would overwrite saved layer inputs
         session = _Session(composite, relevance, mixed)
-        for m in modules:
-            kind = _kind(m)
+        kinds = [(m, _kind(m)) for m in modules]
+        # a network of nn.Sequential containers and known layers runs no code between its layers
+        traced = any(kind is None and _runs_code(m) for m, kind in kinds)
+        if traced:
+            handles.append(model.register_forward_pre_hook(session.mark_input))
+        for m, kind in kinds:
             if kind is not None:
                 _check_layer(m, kind)
-                handles.append(m.register_forward_hook(session.hook(kind)))
-        yield session
+                if traced:
+                    handles.append(m.register_forward_pre_hook(session.pre_hook))
+                handles.append(m.register_forward_hook(session.hook(kind, traced)))
+        with session.tracer if traced else contextlib.nullcontext():
+            try:
+                yield session
+            finally:
+                session.tracer.release()
     finally:
         for h in handles:
             h.remove()
@@ -357,9 +413,13 @@ def forward(model: nn.Module, x: torch.Tensor, composite: Composite, mixed=None)
     """
     x = x.detach().clone().requires_grad_(True)
     with torch.enable_grad(), attached(model, composite, mixed=mixed) as session:
-        out = model(x)
-        if not isinstance(out, torch.Tensor):
-            raise TypeError(f"sklrp explains modules returning one tensor; got {type(out).__name__}")
+        try:
+            out = model(x)
+            if not isinstance(out, torch.Tensor):
+                raise TypeError(f"sklrp explains modules returning one tensor; got {type(out).__name__}")
+            session.tracer.check([out], use="is the network's output")
+        except tracing.OperationError as exc:
+            raise TypeError(str(exc)) from None
         logits = session.logits(out)
     return ForwardPass(x, logits, session)
 

@@ -141,8 +141,8 @@ class TorchNetHead(Head):
     """Explains a torch network (skorch ``NeuralNet``, :class:`TorchModel`, ``nn.Module``).
 
     The decomposition is the modified backward pass of :mod:`sklrp.nn.engine`
-    with the composite given by the ``LRPTransformer`` parameters ``rule``,
-    ``conv_rule``, ``input_rule``, ``flat_depth`` (:mod:`sklrp.nn.composites`).
+    with the composite given by the ``LRPTransformer`` parameters ``composite``, or
+    ``rule``, ``conv_rule``, ``input_rule``, ``flat_depth`` (:mod:`sklrp.nn.composites`).
     """
 
     accepts_nd = True
@@ -181,6 +181,10 @@ class TorchNetHead(Head):
 
     def _input(self, x):
         return x.reshape(x.shape[0], *self.input_shape) if self.input_shape is not None else x
+
+    def native_dtype(self):
+        floats = [p for p in self.module.parameters() if p.is_floating_point()]
+        return floats[0].dtype if floats else None
 
     def scores(self, x, config):
         # the plain network (differentiable, e.g. for sensitivity analysis); explaining runs its own

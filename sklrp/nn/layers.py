@@ -16,7 +16,7 @@ MaxPool1d/2d/3d              winner-take-all, ties split evenly (Eqs. (2.33)-(2.
 activations, Dropout         identity (Eq. (2.37))
 BatchNorm1d/2d/3d            Eq. (2.54): ``R_x = x s R_z / z``, mean and shift absorb
 LocalResponseNorm            Taylor weights ``v_ij`` of Eq. (2.46), normalised (Eq. (2.11))
-sklrp.nn.Add                 Eq. (2.39): ``R_k = x_k / sum_k' x_k' R``
+sklrp.nn.Add, ``a + b``      Eq. (2.39): ``R_k = x_k / sum_k' x_k' R``
 sklrp.nn.Concat, Flatten     routing (Eq. (2.41))
 ===========================  ===================================================
 """
@@ -278,8 +278,24 @@ def lrn_backward(module, x, out, relevance):
     return r_in.reshape(x.shape), x.new_zeros(n)
 
 
-def add_backward(xs, out, relevance):
-    """Merge by addition, Eq. (2.39): ``R_k = x_k / (sum_k' x_k') R`` (0/0 := 0)."""
+def add_backward(xs, out, relevance, coefficients=None, constants=()):
+    """Merge by addition, Eq. (2.39): ``R_k = c_k x_k / z R`` for ``z = sum_k c_k x_k + sum_m c_m b_m`` (0/0 := 0).
+
+    ``xs`` are the summands that carry relevance, with coefficients ``c_k`` (default 1; -1
+    for a subtrahend); a summand broadcast to the output's shape gets the sum of the
+    messages of its copies (Eq. (2.12)). ``constants`` are ``(b_m, c_m)`` pairs of summands
+    that do not depend on the input (numbers or tensors): like a bias (Eq. (2.16)) they
+    absorb ``c_m b_m / z R``, returned summed per sample.
+    """
     scaled = safe_divide(relevance, out)
-    return [x * scaled for x in xs], out.new_zeros(out.shape[0])
+    rs = []
+    for k, x in enumerate(xs):
+        c = 1.0 if coefficients is None else coefficients[k]
+        r = x * scaled if c == 1 else (x * c) * scaled
+        rs.append(r if r.shape == x.shape else r.sum_to_size(x.shape))
+    absorbed = out.new_zeros(out.shape[0])
+    for value, c in constants:
+        part = scaled * (value * c)
+        absorbed = absorbed + part.reshape(out.shape[0], -1).sum(dim=1)
+    return rs, absorbed
 

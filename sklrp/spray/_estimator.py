@@ -16,6 +16,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 from threadpoolctl import threadpool_limits
 
+from .. import _blockwise
 from . import _embedding, _graph, _spectrum
 from ._preprocess import preprocess
 
@@ -373,7 +374,11 @@ class SpRAy(ClusterMixin, BaseEstimator):
         Parameters
         ----------
         X : array-like of shape (n_samples, n_features), (n_samples, H, W) or (n_samples, H, W, C)
-            Relevance maps (or any maps / feature vectors).
+            Relevance maps (or any maps / feature vectors). A Dask array (chunked along the
+            maps) is preprocessed block by block on the cluster (channel sum, smoothing,
+            pooling, normalisation) and only the pooled rows are gathered into memory, where
+            the neighbourhood graph and the spectrum, which couple all maps, are computed
+            (:func:`sklrp.dask.spray_preprocess`).
         y : None
             Ignored.
 
@@ -381,8 +386,20 @@ class SpRAy(ClusterMixin, BaseEstimator):
         -------
         self : SpRAy
         """
-        X = validate_data(self, X, allow_nd=True, ensure_min_samples=2, dtype=[np.float64, np.float32])
-        n = X.shape[0]
+        preprocessing = dict(map_shape=self.map_shape, channel_axis=self.channel_axis,
+                             smoothing_sigma=self.smoothing_sigma, pool_shape=self.pool_shape,
+                             normalize=self.normalize)
+        if _blockwise.is_lazy(X):
+            # the per-map steps (Algorithm 3, lines 6-8) run on the cluster; the graph couples
+            # all maps, so the pooled rows (N x pool size) are gathered here
+            feats = _blockwise.handler("spray_preprocess")(X, **preprocessing)
+            self.n_features_in_ = int(X.shape[1])
+            n = feats.shape[0]
+            if n < 2:
+                raise ValueError(f"Found array with {n} sample(s) (shape={X.shape}) while a minimum of 2 is required.")
+        else:
+            X = validate_data(self, X, allow_nd=True, ensure_min_samples=2, dtype=[np.float64, np.float32])
+            feats, n = None, X.shape[0]
         k, m = self._check_sizes(n)
         self.n_neighbors_ = k
         rs = check_random_state(self.random_state)
@@ -391,17 +408,16 @@ class SpRAy(ClusterMixin, BaseEstimator):
         steps = _Steps(names, self.verbose)
         try:
             with threadpool_limits(limits=n_threads):
-                self._fit_steps(X, n, k, m, rs, n_threads, steps)
+                self._fit_steps(X, feats, preprocessing, n, k, m, rs, n_threads, steps)
         finally:
             steps.close()
         self.timings_ = steps.times
         return self
 
-    def _fit_steps(self, X, n, k, m, rs, n_threads, steps):
+    def _fit_steps(self, X, feats, preprocessing, n, k, m, rs, n_threads, steps):
         with steps.step("preprocess"):
-            feats = preprocess(X, map_shape=self.map_shape, channel_axis=self.channel_axis,
-                               smoothing_sigma=self.smoothing_sigma, pool_shape=self.pool_shape,
-                               normalize=self.normalize)
+            if feats is None:  # in memory (Dask maps arrive preprocessed)
+                feats = preprocess(X, **preprocessing)
             if not np.all(np.isfinite(feats)):
                 raise ValueError("Preprocessing produced NaN or infinite values.")
             if np.all(feats == feats[0]):
