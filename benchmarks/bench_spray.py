@@ -9,19 +9,24 @@ directly on the 20x20 grid, in float32, so that a million maps fit in memory (1.
 Modes (any combination):
 
 * ``--n N``: one SpRAy fit on N maps (``--approx``: knn="approximate", else knn="auto");
-  prints the time and peak resident memory (RSS, sampled every 10 ms) of every step, the
-  process' VmHWM, and ``uptime``.
+  prints the wall time, CPU time (all threads) and peak resident memory (RSS, sampled every
+  10 ms) of every step, the process' VmHWM, and ``uptime``. ``--recall`` adds the share of
+  the exact neighbours the search found, on 1000 random maps (their exact neighbours by brute
+  force over all N).
 * ``--agreement 5000,50000``: for each size, the exact path (knn="exact", ARPACK, k-means)
   and the approximate path (knn="approximate") on the same maps: ARI between their labels,
-  ARI of each with the planted strategies, the largest eigenvalue difference, the time ratio;
-  on two data seeds (0: the one the defaults were chosen on, 1: not looked at before).
+  ARI of each with the planted strategies, the share of exact neighbours found, the largest
+  eigenvalue difference, the time ratio; on two data seeds (0: the one the defaults were
+  chosen on, 1: not looked at before).
+* ``--spectrum-only FILE --eigen-solver arpack|amg``: after ``--n N --save-graph FILE``, time
+  only the spectrum step on that affinity graph (to compare eigensolvers on one graph).
 * ``--dense`` (N <= 10000): a dense baseline (N x N distances, dense L_sym, dense eigh) and
   the eigenvalue difference to SpRAy's sparse path; ``--corelay-python`` times CoRelAy's
   spectral pipeline on the same pooled maps.
 
 Usage::
 
-    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_spray.py --n 1000000 --approx --no-tsne --jobs 2
+    OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_spray.py --n 1000000 --approx --no-tsne --jobs 2 --recall
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_spray.py --n 100000 --approx --jobs 2
     OMP_NUM_THREADS=2 .venv/bin/python benchmarks/bench_spray.py --agreement 5000,50000 --jobs 2
 """
@@ -38,6 +43,7 @@ import time
 
 import numpy as np
 import scipy.linalg
+import scipy.sparse
 from sklearn.metrics import adjusted_rand_score
 
 from sklrp import SpRAy
@@ -155,14 +161,31 @@ def profiled_fit(est, X):
     return rows, total, cpu_total, hwm
 
 
+def graph_recall(X, W, k, n_sample=1000, seed=123):
+    """Share of the exact k nearest neighbours of n_sample random maps that are edges of W."""
+    import faiss
+
+    rows = np.random.default_rng(seed).choice(X.shape[0], min(n_sample, X.shape[0]), replace=False)
+    _, exact = faiss.knn(np.ascontiguousarray(X[rows], dtype=np.float32),
+                         np.ascontiguousarray(X, dtype=np.float32), k + 1)
+    found = [np.isin(e[e != r][:k], W.indices[W.indptr[r]:W.indptr[r + 1]]).mean() for r, e in zip(rows, exact)]
+    return float(np.mean(found))
+
+
+def probes(args):
+    """SpRAy keyword for --knn-probes (SpRAy's default when not given)."""
+    return {} if args.knn_probes is None else {"knn_probes": args.knn_probes}
+
+
 def run_one(args):
     X, truth = make_maps(args.n, args.strategies, seed=args.seed)
     print(f"data: {args.n} planted maps (20x20, {args.strategies} strategies), {X.nbytes / 2**30:.2f} GB float32")
     print("load before:", uptime())
     est = SpRAy(pool_shape=None, knn="approximate" if args.approx else "auto", eigen_solver=args.eigen_solver,
-                embedding=None if args.no_tsne else "tsne", n_jobs=args.jobs, random_state=0, verbose=args.verbose)
+                embedding=None if args.no_tsne else "tsne", n_jobs=args.jobs, random_state=0, verbose=args.verbose,
+                **probes(args))
     rows, total, cpu_total, hwm = profiled_fit(est, X)
-    print(f"SpRAy fit: N={args.n} knn={est.knn_method_} eigen_solver={est.eigen_solver_} "
+    print(f"SpRAy fit: N={args.n} knn={est.knn_method_} knn_probes={est.knn_probes} eigen_solver={est.eigen_solver_} "
           f"embedding={est.embedding_method_} n_jobs={args.jobs} threads OMP={os.environ.get('OMP_NUM_THREADS')}")
     for step, dt, cpu, peak in rows:
         print(f"  {step:12s} {dt:9.2f} s wall {cpu:9.2f} s CPU   peak RSS {peak:6.2f} GB")
@@ -171,7 +194,37 @@ def run_one(args):
     print(f"  n_clusters_={est.n_clusters_}  ARI with the planted strategies {ari:.4f}"
           f"  eigenvalues[:6]={np.round(est.eigenvalues_[:6], 4).tolist()}")
     print("load after:", uptime())
+    if args.save_graph:
+        scipy.sparse.save_npz(args.save_graph, est.affinity_matrix_)
+    if args.recall:
+        t = time.perf_counter()
+        rec = graph_recall(X, est.affinity_matrix_, est.n_neighbors_)
+        print(f"  share of the exact {est.n_neighbors_} nearest neighbours of 1000 random maps that are graph edges: "
+              f"{rec:.4f} ({time.perf_counter() - t:.0f} s to check)", flush=True)
     return X, est
+
+
+def spectrum_only(args):
+    """Time the spectrum step alone on a saved affinity graph (one eigensolver per process)."""
+    import resource
+
+    from threadpoolctl import threadpool_limits
+
+    from sklrp.spray import _graph, _spectrum
+
+    W = scipy.sparse.load_npz(args.spectrum_only).tocsr()
+    threads = args.jobs or 1
+    with threadpool_limits(threads):
+        L, deg = _graph.laplacian(W, "sym")
+        solver = _spectrum.resolve_solver(args.eigen_solver, W.shape[0])
+        t, c = time.perf_counter(), time.process_time()
+        vals, _, n_comp, _ = _spectrum.spectrum(L, W, deg, 20, kind="sym", solver=solver,
+                                                random_state=np.random.RandomState(0))
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    print(f"spectrum of a {W.shape[0]}-map graph ({W.nnz} edges, {n_comp} components), {solver}, {threads} threads: "
+          f"{wall:.1f} s wall, {cpu:.1f} s CPU, peak RSS {peak:.2f} GB; eigenvalues {np.round(vals, 6).tolist()}"
+          f"   [{uptime()}]")
 
 
 def agreement(sizes, args):
@@ -184,13 +237,17 @@ def agreement(sizes, args):
             ex = SpRAy(knn="exact", eigen_solver="arpack", clustering="kmeans", **common).fit(X)
             t_ex = time.perf_counter() - t
             t = time.perf_counter()
-            ap = SpRAy(knn="approximate", eigen_solver=args.eigen_solver, **common).fit(X)
+            ap = SpRAy(knn="approximate", eigen_solver=args.eigen_solver, **probes(args), **common).fit(X)
             t_ap = time.perf_counter() - t
             dl = np.abs(ex.eigenvalues_ - ap.eigenvalues_)
+            both = ex.affinity_matrix_.multiply(ap.affinity_matrix_).nnz / ex.affinity_matrix_.nnz
+            nz = ex.eigenvalues_ > 1e-8
+            rel = (dl[nz] / ex.eigenvalues_[nz]).max() if nz.any() else 0.0
             print(f"  seed {seed} N={n:7d}: ARI(approx, exact)={adjusted_rand_score(ex.labels_, ap.labels_):.4f}  "
                   f"ARI vs planted: exact {adjusted_rand_score(truth, ex.labels_):.4f}, "
                   f"approx {adjusted_rand_score(truth, ap.labels_):.4f}  n_clusters {ex.n_clusters_}/{ap.n_clusters_}  "
-                  f"max|dlambda| {dl.max():.2e} (lambda_2: {ex.eigenvalues_[1]:.4f} vs {ap.eigenvalues_[1]:.4f}, "
+                  f"edges in both graphs {both:.4f}  max|dlambda| {dl.max():.2e}, relative {rel:.2e}\n"
+                  f"      (lambda_2: {ex.eigenvalues_[1]:.4f} vs {ap.eigenvalues_[1]:.4f}, "
                   f"lambda_{args.strategies + 1}: {ex.eigenvalues_[args.strategies]:.4f} vs "
                   f"{ap.eigenvalues_[args.strategies]:.4f})")
             print(f"      time exact {t_ex:.1f} s (neighbours {ex.timings_['neighbors']:.1f} s), approximate "
@@ -223,6 +280,10 @@ def main():
     ap.add_argument("--approx", action="store_true", help='knn="approximate" (default knn="auto")')
     ap.add_argument("--no-tsne", action="store_true", help="skip the t-SNE step")
     ap.add_argument("--eigen-solver", default="auto", choices=["auto", "arpack", "amg"])
+    ap.add_argument("--knn-probes", type=int, default=None, help="SpRAy(knn_probes=...); default: SpRAy's")
+    ap.add_argument("--recall", action="store_true", help="share of exact neighbours found (1000 maps)")
+    ap.add_argument("--save-graph", default=None, help="save the affinity graph (.npz) of the --n fit")
+    ap.add_argument("--spectrum-only", default=None, help="time the spectrum step on a saved graph (.npz)")
     ap.add_argument("--agreement", default=None, help="comma-separated sizes, e.g. 5000,50000")
     ap.add_argument("--strategies", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
@@ -231,6 +292,9 @@ def main():
     ap.add_argument("--verbose", action="store_true", help="SpRAy progress bars")
     ap.add_argument("--corelay-python", default=os.environ.get("CORELAY_PYTHON"))
     args = ap.parse_args()
+    if args.spectrum_only:
+        spectrum_only(args)
+        return
     if args.n is None and not args.agreement:
         args.n = 5000
     print("load:", uptime(), "| the machine may be shared: compare figures only within one run")

@@ -65,13 +65,13 @@ def test_approximate_knn_agrees_with_exact(seed):
     assert adjusted_rand_score(ex.labels_, ap.labels_) >= 0.99
     assert adjusted_rand_score(truth, ap.labels_) >= 0.99
     np.testing.assert_allclose(ap.eigenvalues_, ex.eigenvalues_, atol=1e-3)
-    # at this size the HNSW search finds (nearly) every exact neighbour
+    # at this size the partition search finds (nearly) every exact neighbour
     overlap = ex.affinity_matrix_.multiply(ap.affinity_matrix_).nnz / ex.affinity_matrix_.nnz
     assert overlap > 0.99
 
 
 @needs("faiss")
-def test_hnsw_neighbours_exclude_self_with_duplicate_maps():
+def test_approximate_neighbours_exclude_self_with_duplicate_maps():
     rng = np.random.default_rng(0)
     X = rng.standard_normal((400, 6))
     X[:30] = X[0]  # 30 identical maps: the search may return another copy before the sample itself
@@ -81,6 +81,122 @@ def test_hnsw_neighbours_exclude_self_with_duplicate_maps():
     assert np.all(np.diff(dist, axis=1) >= -1e-5)  # nearest first
     ex_dist, _ = _graph.kneighbors(X, 8, method="exact", n_threads=1)
     np.testing.assert_allclose(dist, ex_dist, atol=1e-4)  # exact at this size (float32 distances)
+
+
+def _recall(ind, ref):
+    k = ref.shape[1]
+    return np.mean([len(set(a[:k]) & set(b)) / k for a, b in zip(ind, ref)])
+
+
+@needs("faiss")
+def test_approximate_search_with_every_cell_probed_is_exact():
+    from sklearn.neighbors import NearestNeighbors
+
+    X, _ = planted(900, 3, seed=2)
+    X = X.reshape(900, -1)
+    n_cells = len(_graph.partition_cells(_graph._principal_components(X, 32, np.random.RandomState(0)), 64,
+                                         np.random.RandomState(0), _graph._import_faiss()))
+    assert n_cells > 4
+    ref_dist, ref_ind = NearestNeighbors(n_neighbors=7, algorithm="brute").fit(X).kneighbors()
+    for n_probes in (n_cells, 10 * n_cells):  # every cell probed, and more probes than cells
+        dist, ind = _graph.kneighbors(X, 7, method="approximate", n_threads=1, n_probes=n_probes, random_state=0)
+        np.testing.assert_allclose(dist, ref_dist, rtol=1e-5)  # float32 distances
+        assert _recall(ind, ref_ind) > 0.999  # only near-ties may swap
+
+
+@needs("faiss")
+@pytest.mark.parametrize("n, n_query", [(3, 1), (40, 20), (130, 60)])
+def test_approximate_search_with_fewer_maps_than_a_cell_or_than_needed(n, n_query):
+    # fewer maps than a cell (one cell: exact), and one probe holding fewer maps than the query
+    # asks for: the probe list is widened, so every map still gets n_query neighbours
+    from sklearn.neighbors import NearestNeighbors
+
+    X = np.random.default_rng(n).standard_normal((n, 400))
+    dist, ind = _graph.kneighbors(X, n_query, method="approximate", n_threads=1, n_probes=1, random_state=0)
+    assert ind.shape == (n, n_query) and not np.any(ind == np.arange(n)[:, None])
+    assert all(len(set(row)) == n_query for row in ind)
+    assert np.all(np.diff(dist, axis=1) >= 0)
+    np.testing.assert_allclose(dist, np.linalg.norm(X[ind] - X[:, None], axis=2), rtol=1e-5)
+    if n <= 64:
+        ref_dist, _ = NearestNeighbors(n_neighbors=n_query).fit(X).kneighbors()
+        np.testing.assert_allclose(dist, ref_dist, rtol=1e-5)
+
+
+@needs("faiss")
+def test_approximate_search_is_reproducible_and_reports_progress():
+    X, _ = planted(2000, 4, seed=4)
+    X = X.reshape(2000, -1)
+    seen = []
+    a = _graph.kneighbors(X, 9, method="approximate", n_threads=1, n_probes=4, random_state=3, progress=seen.append)
+    b = _graph.kneighbors(X, 9, method="approximate", n_threads=1, n_probes=4, random_state=3)
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(a[0], b[0])
+    assert sum(seen) == 2000 and len(seen) >= 1
+    c = _graph.kneighbors(X, 9, method="approximate", n_threads=2, n_probes=4, random_state=3)
+    assert _recall(c[1], a[1]) > 0.95  # threads may move a few cells, not the result
+
+
+@needs("faiss")
+@pytest.mark.parametrize("seed", [0, 11])  # 0: the data the cell size was chosen on, 11: never looked at
+def test_partition_search_keeps_the_exact_neighbours_of_planted_maps(seed):
+    # 3000 maps of 400 dims: ~47 cells, so 8 probes compare each map with a sixth of the data;
+    # the cells come from 32 principal components, the distances from all 400 dimensions
+    X, truth = planted(3000, 4, seed=seed)
+    X = X.reshape(3000, -1).astype(np.float32)
+    dist, ind = _graph.kneighbors(X, 9, method="approximate", n_threads=1, n_probes=8, random_state=0)
+    ex_dist, ex_ind = _graph.kneighbors(X, 9, method="exact", n_threads=1)
+    assert _recall(ind, ex_ind) > 0.98
+    assert np.all(truth[ind] == truth[:, None])  # no neighbour from another strategy
+    # a missed neighbour is replaced by a slightly farther one: distances never undercut the exact ones
+    assert np.all(dist >= ex_dist - 1e-3 * ex_dist.max())
+    assert np.all(np.diff(dist, axis=1) >= 0)
+
+
+@needs("faiss")
+def test_principal_components_match_pca_and_keep_low_dimensional_data():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((500, 40)) * np.geomspace(10, 0.01, 40)  # well-separated variances
+    Y = _graph._principal_components(X, 6, np.random.RandomState(0))
+    ref = PCA(6).fit_transform(X)
+    np.testing.assert_allclose(np.abs(Y), np.abs(ref), atol=1e-3 * np.abs(ref).max())
+    low = rng.standard_normal((300, 5))
+    np.testing.assert_allclose(_graph._principal_components(low, 32, np.random.RandomState(0)),
+                               low - low.mean(0), atol=1e-5)
+
+
+@needs("faiss")
+def test_partition_covers_every_map_once_and_bounds_cells_of_repeated_maps():
+    rng = np.random.default_rng(0)
+    y = rng.standard_normal((3000, 4)).astype(np.float32)
+    y[:1500] = y[0]  # half the maps identical: k-means cannot split them
+    cells = _graph.partition_cells(y, 64, np.random.RandomState(0), _graph._import_faiss())
+    members = np.concatenate(cells)
+    np.testing.assert_array_equal(np.sort(members), np.arange(3000))
+    assert max(c.size for c in cells) <= 2 * 64
+    X = np.repeat(y, 10, axis=1)
+    dist, ind = _graph.kneighbors(X, 8, method="approximate", n_threads=2, n_probes=8, random_state=0)
+    assert not np.any(ind == np.arange(3000)[:, None])
+    assert np.all(dist[:1500] == 0)  # each repeated map finds 8 copies of itself
+
+
+@needs("faiss")
+def test_knn_probes_is_validated_and_used(maps3):
+    X, truth = maps3
+    with pytest.raises(ValueError, match="knn_probes"):
+        SpRAy(knn="approximate", knn_probes=0).fit(X)
+    with pytest.raises(ValueError, match="knn_probes"):
+        SpRAy(knn="approximate", knn_probes=2.5).fit(X)
+    with pytest.raises(ValueError, match="knn_probes"):
+        SpRAy(knn="exact", knn_probes=-3).fit(X)  # validated whatever the search
+    kw = dict(pool_shape=None, knn="approximate", embedding=None, random_state=0)
+    one = SpRAy(knn_probes=1, **kw).fit(X)  # each map sees only its own cell of ~64 maps
+    full = SpRAy(knn_probes=64, **kw).fit(X)
+    ex = SpRAy(knn="exact", pool_shape=None, embedding=None, random_state=0).fit(X)
+    assert (one.affinity_matrix_ != ex.affinity_matrix_).nnz > 0
+    assert (full.affinity_matrix_ != ex.affinity_matrix_).nnz == 0
+    assert adjusted_rand_score(truth, full.labels_) == 1.0
 
 
 @needs("faiss", "pyamg")
@@ -259,6 +375,16 @@ def test_progress_bars_on_and_off(capsys):
     assert set(est.timings_) == {"preprocess", "neighbors", "affinity", "laplacian", "spectrum", "clustering",
                                  "embedding"}
     assert all(t >= 0 for t in est.timings_.values())
+
+
+@needs("faiss")
+def test_progress_bar_of_the_approximate_search(capsys):
+    # the nested bar is cleared when done (leave=False); its count is checked on the callback
+    # in test_approximate_search_is_reproducible_and_reports_progress
+    X, _ = planted(300, 2, seed=3)
+    SpRAy(pool_shape=None, knn="approximate", embedding=None, random_state=0, verbose=True).fit(X)
+    err = capsys.readouterr().err
+    assert "SpRAy neighbours" in err and "/300" in err and "7/7" in err
 
 
 def test_float32_maps_stay_float32_and_match_float64(maps3):
