@@ -15,10 +15,8 @@ call, so one chain may serve several threads at once.
 
 from __future__ import annotations
 
-import dataclasses
-
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -224,7 +222,7 @@ class Chain:
         """
         dtype = self.head.native_dtype() if native else None
         if dtype is not None and dtype != self.config.dtype:
-            return self.with_config(dataclasses.replace(self.config, dtype=dtype)).score_columns(X)
+            return self.with_config(replace(self.config, dtype=dtype)).score_columns(X)
         n = self.n_samples(X)
         with torch.no_grad():
             cols = [self.scores(self._rows(X, b)).detach().cpu().numpy() for b in self._batches(n, self._batch_rows())]
