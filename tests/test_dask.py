@@ -165,6 +165,16 @@ def test_the_explainer_is_shipped_once_per_graph():
 
 
 # -- AOPC -----------------------------------------------------------------------------------------
+def test_aopc_scorer_returns_a_number_on_dask_input(client, fitted):
+    """make_aopc_scorer (GridSearchCV's contract: a float) computes the lazy AOPC of Dask input."""
+    X, y, models = fitted
+    lrp = models["pipeline"]
+    scorer = sklrp.make_aopc_scorer(perturbation="mean", n_steps=4)
+    got = scorer(lrp, da.from_array(X, chunks=(100, -1)))
+    assert type(got) is float
+    np.testing.assert_allclose(got, scorer(lrp, X), rtol=1e-12)
+
+
 @pytest.mark.parametrize("perturbation", ["mean", "flip"])
 def test_aopc_of_deterministic_perturbations_equals_in_memory(client, fitted, perturbation):
     X, y, models = fitted

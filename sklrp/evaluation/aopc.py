@@ -371,7 +371,8 @@ class _AOPCScorer:
         target = estimator.target if self.target is None else self.target
         uses_y = isinstance(target, str) and target == "true"
         E = estimator.explain(X, target=target, y=y if uses_y else None)
-        return aopc_score(estimator, X, E.relevance, target=E.target, **self.kwargs)
+        # a scorer returns a number: on Dask input this computes the lazy AOPC (and the explanation)
+        return float(aopc_score(estimator, X, E.relevance, target=E.target, **self.kwargs))
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
