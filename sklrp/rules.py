@@ -96,7 +96,7 @@ def safe_divide(num: torch.Tensor, den: torch.Tensor, out: torch.Tensor | None =
     """``num / den`` with a zero quotient wherever ``den == 0``: the one division of all rules.
 
     * ``0 / 0 := 0``: the thesis' convention (a unit with ``z_j = 0`` or an empty
-      positive/negative part passes no relevance; DESIGN, LRP Toolbox issue #19).
+      positive/negative part passes no relevance, as in the LRP Toolbox).
     * ``x / 0 := 0`` for every finite ``x`` too: a unit whose denominator vanishes passes
       nothing, so its relevance is absorbed (visible as a conservation deficit). A
       subnormal denominator whose reciprocal overflows (``|den| < 1 / max``, e.g. below

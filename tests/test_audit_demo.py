@@ -18,7 +18,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory):
     """A small ``sklrp audit --demo`` (what ``make demo`` writes, on fewer images), computed once."""
-    pytest.importorskip("skorch")
+    pytest.importorskip("skorch", reason="skorch not installed (pip install -e '.[dev]' installs it)")
     out = tmp_path_factory.mktemp("demo") / "audit-report"
     assert main(["audit", "--demo", "--demo-samples", "400", "--aopc-samples", "12", "--n-steps", "24", "--probe",
                  "--out", str(out), "-q"]) == 0

@@ -24,7 +24,7 @@ def test_examples_exist():
 @pytest.mark.parametrize("path", EXAMPLES, ids=os.path.basename)
 def test_example_runs(path, tmp_path, monkeypatch, capsys):
     if "cnn" in path:
-        pytest.importorskip("skorch")
+        pytest.importorskip("skorch", reason="skorch not installed (pip install -e '.[dev]' installs it)")
     monkeypatch.setenv("SKLRP_EXAMPLES_SMALL", "1")
     monkeypatch.setenv("SKLRP_EXAMPLES_OUT", str(tmp_path))
     # in-process: the examples share this process' imports (torch, sklearn), which keeps the test cheap

@@ -388,7 +388,7 @@ def test_clever_hans_hik_svm_lrp_finds_watermark():
 
 def test_clever_hans_small_cnn_lrp_finds_watermark():
     torch = pytest.importorskip("torch")
-    skorch = pytest.importorskip("skorch")
+    skorch = pytest.importorskip("skorch", reason="skorch not installed (pip install -e '.[dev]' installs it)")
     from torch import nn
 
     from sklrp.nn import THESIS_COMPOSITE
