@@ -58,6 +58,21 @@ HELD_OUT = {
              dict(kind="background", value=0.15, fraction=0.6)],
 }
 HELD_OUT["shapes"] = HELD_OUT["hans"]
+# A third split, defined before the rule's second revision and never looked at while making it:
+# cues off the corners (row, col), dimmer tags and frames (``value_rel``: a fraction of the data
+# range), thinner frames, other fractions and background levels, seeds 200-204.
+FRESH = {
+    "digits": [dict(kind="tag", size=2, position=(3, 6), fraction=0.45),
+               dict(kind="tag", size=1, position="bottom-right", fraction=0.5, value_rel=0.75),
+               dict(kind="frame", size=1, fraction=0.4),
+               dict(kind="background", value=0.2, fraction=0.45)],
+    "hans": [dict(kind="tag", size=3, position=(10, 21), fraction=0.45),
+             dict(kind="tag", size=5, position="bottom-right", fraction=0.3, value_rel=0.8),
+             dict(kind="frame", size=1, fraction=0.4, value_rel=0.7),
+             dict(kind="background", value=0.1, fraction=0.5)],
+}
+FRESH["shapes"] = FRESH["hans"]
+SPLITS = {"development": (DEV, range(5)), "held-out": (HELD_OUT, range(100, 105)), "fresh": (FRESH, range(200, 205))}
 MODELS = ("linear", "hik", "rbf", "cnn")
 RELIES = 0.2
 
@@ -124,12 +139,27 @@ def spray_rule(R, y):
     return flagged, res.classes.tolist()[0]
 
 
-def run_setting(data, kind, shortcut, seed, split):
-    """One model on one data set, with or without a planted cue: rows for every class."""
+def _cue_name(shortcut):
+    if shortcut is None:
+        return None
+    return "{kind}{size}".format(size=shortcut.get("size", ""), kind=shortcut["kind"])
+
+
+def _cache_file(cache, data, kind, shortcut, seed):
+    import hashlib
+    import json
+    import os
+
+    key = json.dumps([data, kind, shortcut, seed], sort_keys=True)
+    return os.path.join(cache, f"{data}-{kind}-{seed}-{hashlib.sha1(key.encode()).hexdigest()[:12]}.npz")
+
+
+def make_maps(data, kind, shortcut, seed):
+    """Train one model (with or without a planted cue), measure its reliance, explain its test split."""
     import torch
     from sklearn.model_selection import train_test_split
 
-    from sklrp.audit import make_explainer, shortcut_scan
+    from sklrp.audit import make_explainer
     from sklrp.datasets import plant_shortcut
 
     torch.set_num_threads(1)
@@ -140,12 +170,14 @@ def run_setting(data, kind, shortcut, seed, split):
     target = int(np.random.RandomState(seed).randint(n_classes))
     tr, te = train_test_split(np.arange(len(y)), train_size=0.7 if data == "digits" else 0.6,
                               random_state=seed, stratify=y)
-    X, planted, reliance = X0, np.zeros(len(y), bool), None
+    X, planted, reliance = X0, np.zeros(len(y), bool), np.nan
     lo, hi = float(X0.min()), float(X0.max())
     if shortcut is not None:
         sc = dict(shortcut)
         sc.setdefault("fraction", 0.5)
-        sc.setdefault("value", hi if sc["kind"] != "background" else 0.25 * (hi - lo))
+        rel = sc.pop("value_rel", None)  # a dimmer cue: this fraction of the data range above the minimum
+        sc.setdefault("value", lo + rel * (hi - lo) if rel is not None
+                      else hi if sc["kind"] != "background" else 0.25 * (hi - lo))
         # planting and splitting draw from different seeds (the same stream would correlate them)
         X, planted = plant_shortcut(X0, y, target_class=target, random_state=1000 + seed, **sc)
     model, predict = fit(kind, X[tr], y[tr], seed, n_classes)
@@ -160,30 +192,57 @@ def run_setting(data, kind, shortcut, seed, split):
         reliance = float(flips - flips0)
     lrp = make_explainer(model, X[tr].reshape(len(tr), -1).astype(np.float64), y[tr])
     R = lrp.explain(X[te].reshape(len(te), -1), target=y[te]).relevance.reshape(X[te].shape)
-    findings = shortcut_scan(R, y[te])
-    old_flags, old_top = spray_rule(R, y[te])
+    return dict(R=R, X=X[te], y=y[te], planted=planted[te], target=target, reliance=reliance, acc=acc,
+                seconds=time.perf_counter() - t0)
+
+
+def run_setting(data, kind, shortcut, seed, split, cache=None):
+    """One model on one data set, with or without a planted cue: rows for every class.
+
+    With ``cache`` (a folder) the maps are stored there and reused, so that changing only the
+    verdict does not retrain and re-explain 480 models.
+    """
+    import os
+
+    from sklrp.audit import shortcut_scan
+
+    warnings.simplefilter("ignore")
+    path = None if cache is None else _cache_file(cache, data, kind, shortcut, seed)
+    if path is not None and os.path.exists(path):
+        with np.load(path) as z:
+            rec = {k: z[k] for k in z.files}
+    else:
+        rec = make_maps(data, kind, shortcut, seed)
+        if path is not None:
+            os.makedirs(cache, exist_ok=True)
+            np.savez_compressed(path + ".tmp.npz", **rec)
+            os.replace(path + ".tmp.npz", path)
+    R, y_te, planted = np.asarray(rec["R"], float), rec["y"], rec["planted"].astype(bool)
+    target, reliance = int(rec["target"]), float(rec["reliance"])
+    t0 = time.perf_counter()
+    findings = shortcut_scan(R, y_te)
+    old_flags, old_top = spray_rule(R, y_te)
     rows = []
     for f in findings:
         # the subgroup found is the planted one: most carriers carry the cue
-        in_c = planted[te][y[te] == f.label]
+        in_c = planted[y_te == f.label]
         located = f.carriers is not None and f.n_carriers > 0 and in_c[f.carriers].mean() >= 0.5
-        rows.append(dict(split=split, data=data, model=kind, seed=seed,
-                         cue=None if shortcut is None else "{kind}{size}".format(size=shortcut.get("size", ""),
-                                                                                 kind=shortcut["kind"]),
-                         cls=f.label, planted=shortcut is not None and f.label == target, reliance=reliance,
+        rows.append(dict(split=split, data=data, model=kind, seed=seed, cue=_cue_name(shortcut),
+                         cls=f.label, planted=shortcut is not None and f.label == target,
+                         reliance=None if shortcut is None else reliance,
                          flagged=f.flagged, top=f.rank == 1, p=f.p_value, score=f.score, located=bool(located),
-                         old_flag=f.label in old_flags, old_top=f.label == old_top, acc=acc,
-                         seconds=time.perf_counter() - t0))
+                         old_flag=f.label in old_flags, old_top=f.label == old_top, acc=float(rec["acc"]),
+                         seconds=float(rec["seconds"]) + time.perf_counter() - t0))
     return rows
 
 
-def settings(splits, datas, models, seeds_dev, seeds_held, quick):
+def settings(splits, datas, models, quick):
     out = []
     for split in splits:
-        cues, seeds = (DEV, seeds_dev) if split == "development" else (HELD_OUT, seeds_held)
+        cues, seeds = SPLITS[split]
         for data in datas:
             for kind in models:
-                for seed in seeds:
+                for seed in seeds[:1] if quick else seeds:
                     chosen = cues[data][:2] if quick else cues[data]
                     for sc in [None, *chosen]:
                         out.append((data, kind, sc, seed, split))
@@ -202,7 +261,7 @@ def summarise(rows):
     print(head)
     print("-" * len(head))
     totals = {}
-    for key in sorted(groups, key=lambda k: (k[0] != "development", k[1], MODELS.index(k[2]))):
+    for key in sorted(groups, key=lambda k: (list(SPLITS).index(k[0]), k[1], MODELS.index(k[2]))):
         rs = groups[key]
         planted = [r for r in rs if r["planted"]]
         relying = [r for r in planted if r["reliance"] >= RELIES]
@@ -228,22 +287,33 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="digits, two model families, one seed per split")
     parser.add_argument("--n-jobs", type=int, default=2, help="settings run in parallel (default: 2)")
-    parser.add_argument("--split", choices=["development", "held-out", "both"], default="both")
+    parser.add_argument("--split", default=",".join(SPLITS),
+                        help="comma-separated splits (default: " + ",".join(SPLITS) + ")")
     parser.add_argument("--data", default="digits,hans,shapes")
     parser.add_argument("--models", default=",".join(MODELS))
+    parser.add_argument("--cache", default=None, help="folder to keep the relevance maps in and reuse them from")
+    parser.add_argument("--rows", default=None, help="write every class verdict to this JSON file")
     parser.add_argument("--progress", action="store_true", help="joblib progress messages on stderr")
     args = parser.parse_args()
     from joblib import Parallel, delayed
 
-    splits = ["development", "held-out"] if args.split == "both" else [args.split]
+    splits = args.split.split(",")
+    unknown = sorted(set(splits) - set(SPLITS))
+    if unknown:
+        parser.error(f"unknown split(s) {unknown}; choose from {list(SPLITS)}")
     datas, models = args.data.split(","), args.models.split(",")
-    seeds_dev, seeds_held = range(5), range(100, 105)
     if args.quick:
-        datas, models, seeds_dev, seeds_held = ["digits"], ["linear", "hik"], range(1), range(100, 101)
-    todo = settings(splits, datas, models, seeds_dev, seeds_held, args.quick)
+        datas, models = ["digits"], ["linear", "hik"]
+    todo = settings(splits, datas, models, args.quick)
     t0 = time.perf_counter()
-    results = Parallel(n_jobs=args.n_jobs, verbose=5 if args.progress else 0)(delayed(run_setting)(*s) for s in todo)
+    results = Parallel(n_jobs=args.n_jobs, verbose=5 if args.progress else 0)(
+        delayed(run_setting)(*s, cache=args.cache) for s in todo)
     rows = [r for rs in results for r in rs]
+    if args.rows:
+        import json
+
+        with open(args.rows, "w") as fh:
+            json.dump(rows, fh, default=lambda v: v.item() if hasattr(v, "item") else str(v))
     print(f"{len(todo)} trained models, {len(rows)} class verdicts in {time.perf_counter() - t0:.0f} s "
           f"(n_jobs={args.n_jobs})")
     print(f"reliance: median over planted models (flips to the planted class minus the clean model's); "
