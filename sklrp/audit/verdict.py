@@ -248,12 +248,19 @@ def _best_subgroup(Fc, Fo, kmin, q, min_share, n_candidates=20):
     return best
 
 
+def _spread(P, top=0.1):
+    """Share of each (normalised) map's relevance outside its ``top`` fraction of most relevant cells."""
+    flat = P.reshape(len(P), -1)
+    k = max(1, int(math.ceil(top * flat.shape[1])))
+    return 1.0 - np.sort(flat, axis=1)[:, flat.shape[1] - k:].sum(axis=1)
+
+
 def _normal_sf(z):
     return 0.5 * math.erfc(z / math.sqrt(2.0))
 
 
 def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=0.03, quantile=0.1,
-                  max_grid=32, window_sizes=(1, 2, 3, 4), prior_sd=0.08, prior_weight=4.0, alpha=0.05):
+                  max_grid=32, window_sizes=(1, 2, 3, 4), spread=True, prior_sd=0.08, prior_weight=4.0, alpha=0.05):
     """Search every class for a subgroup whose relevance sits on its own region, and rank classes.
 
     Parameters
@@ -314,6 +321,12 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
     usable = total > 0
     P = P / np.where(usable, total, 1.0)[:, None, None]
     F = _region_shares(P, cells)
+    if spread:
+        # one more "region": the share of relevance outside each map's own top tenth of cells
+        F = np.column_stack([F, _spread(P)])
+        H, W = R.shape[1:]
+        regions = [*regions, Region("spread", (0, H - 1), (0, W - 1), np.ones((H, W), dtype=bool),
+                                    "everywhere but the most relevant tenth of the image (relevance spread out)")]
     labels = [c for c in np.unique(groups) if (usable & (groups == c)).sum() >= 2 * max(min_maps, 1)]
     findings = []
     for c in labels:
