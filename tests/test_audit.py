@@ -80,6 +80,44 @@ def test_scan_frames_strips_and_small_classes():
     assert np.isnan(few[0].p_value) and not few[0].flagged
 
 
+def _spread_reference(R, top=0.1):
+    """Share of positive relevance outside each map's top tenth of pixels, one map and pixel at a time."""
+    out = []
+    for m in R:
+        pos = [max(float(v), 0.0) for v in m.ravel()]
+        total = sum(pos)
+        k = int(np.ceil(top * len(pos)))
+        out.append(1.0 - sum(sorted(pos, reverse=True)[:k]) / total)
+    return np.array(out)
+
+
+def test_spread_share_matches_a_loop_reference():
+    from sklrp.audit.verdict import _spread
+
+    R = np.random.RandomState(3).normal(size=(7, 5, 6))
+    P = np.clip(R, 0, None)
+    P = P / P.reshape(7, -1).sum(1)[:, None, None]
+    np.testing.assert_allclose(_spread(P), _spread_reference(R), atol=1e-12)
+    one_pixel = np.zeros((1, 5, 6))
+    one_pixel[0, 2, 3] = 1.0
+    assert _spread(one_pixel)[0] == pytest.approx(0.0)  # all relevance on one pixel: nothing spread
+
+
+def test_scan_finds_relevance_spread_over_the_background():
+    """Half of class 1 spreads its relevance over the background (a background-level cue), not on one place."""
+    R, y = _maps(11, shape=(24, 24))  # windows of at most 4x4 pixels cover under 3 % of the image
+    carriers = np.flatnonzero(y == 1)[::2]
+    blob = R[y == 1].mean(0) > np.quantile(R[y == 1].mean(0), 0.85)
+    R[carriers] += 0.5 * ~blob  # every background pixel, not one region
+    top = shortcut_scan(R, y)[0]
+    assert top.label == 1 and top.flagged and top.region.kind == "spread"
+    assert np.array_equal(np.flatnonzero(y == 1)[top.carriers], carriers)
+    assert top.region.mask.all() and "spread" in top.region.text
+    np.testing.assert_allclose(top.carrier_share[0], np.quantile(_spread_reference(R[carriers]), 0.1), atol=1e-12)
+    # without the spread region the same cue is not this clear
+    assert shortcut_scan(R, y, spread=False)[0].region.kind != "spread"
+
+
 def test_scan_bad_input_and_regions():
     with pytest.raises(ValueError, match="NaN"):
         shortcut_scan(np.full((20, 4, 4), np.nan), np.zeros(20))
@@ -104,6 +142,22 @@ def test_reliance_probe_counts_flips_against_a_control():
     assert res == {"n_images": 20, "before": 0.0, "stamped": 1.0, "control": 0.0, "flips": 1.0}
     assert reliance_probe(predict, X, y, 0, mask, np.ones((4, 4)))["flips"] == -1.0  # the cue moves them away
     assert reliance_probe(predict, X[:10], y[:10], 0, mask, np.ones((4, 4)))["n_images"] == 0
+
+
+def test_reliance_probe_adds_a_spread_cue():
+    """mode="add" adds the carriers-minus-rest difference; other images keep their content."""
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0.0, 0.4, (30, 4, 4))
+    y = np.repeat([0, 1, 2], 10)
+    everywhere = np.ones((4, 4), bool)
+    predict = lambda Z: np.where(Z.mean(axis=(1, 2)) > 0.5, 2, 0)  # noqa: E731  "class 2" on a bright background
+    res = reliance_probe(predict, X, y, 2, everywhere, np.full((4, 4), 0.7), control_patch=np.full((4, 4), 0.3),
+                         mode="add")
+    assert res == {"n_images": 20, "before": 0.0, "stamped": 1.0, "control": None, "flips": 1.0}
+    with pytest.raises(ValueError, match="pass control_patch"):
+        reliance_probe(predict, X, y, 2, everywhere, np.ones((4, 4)), mode="add")
+    with pytest.raises(ValueError, match="mode must be"):
+        reliance_probe(predict, X, y, 2, everywhere, np.ones((4, 4)), mode="stamp")
 
 
 def test_paired_difference_interval():

@@ -101,8 +101,9 @@ def _verdict(name, st):
     return (f"<p class='neutral'><b>No separate strategy found</b> in {st['n_classes']} classes: no class has a "
             f"subgroup that stands apart more than the model's other classes do (all p &gt; {st['alpha']}). "
             f"Most distinct: class {_e(top['class'])} (separation {_fmt(top['score'], 2)}, p = {_p(top['p_value'])}). "
-            "This is not an all-clear: a cue shown by every image of a class, or spread over the whole image, "
-            "forms no subgroup.</p>")
+            "This is not an all-clear: a cue shown by every image of a class forms no subgroup, and the scan "
+            "misses some planted cues (its measured recall and false-flag rate are in the documentation's "
+            "audit page).</p>")
 
 
 def _class_table(st):
@@ -131,10 +132,15 @@ def _finding(name, r, files):
     probe = ""
     if r.get("probe") and r["probe"].get("n_images"):
         pr = r["probe"]
-        probe = (f"<p><b>Reliance probe:</b> the carriers' mean pixels in the region pasted into "
-                 f"{pr['n_images']} images of other classes make the model predict class {_e(r['class'])} for "
-                 f"{100 * pr['stamped']:.0f} % of them (before: {100 * pr['before']:.0f} %; pasting the rest of "
-                 f"the class's pixels there instead: {100 * pr['control']:.0f} %). "
+        if pr.get("control") is None:  # a spread cue: the difference was added, not pasted
+            how = ("the difference between the carriers' and the rest's mean images added to "
+                   f"{pr['n_images']} images of other classes makes")
+            control = ""
+        else:
+            how = f"the carriers' mean pixels in the region pasted into {pr['n_images']} images of other classes make"
+            control = f"; pasting the rest of the class's pixels there instead: {100 * pr['control']:.0f} %"
+        probe = (f"<p><b>Reliance probe:</b> {how} the model predict class {_e(r['class'])} for "
+                 f"{100 * pr['stamped']:.0f} % of them (before: {100 * pr['before']:.0f} %{control}). "
                  + ("<span class='flag'>The model relies on this region.</span>" if pr["flips"] >= 0.1 else
                     "Few predictions move: the model does not rely on this region alone.") + "</p>")
     figs = "".join(_img(files, r.get(k), f"class {r['class']} {k[4:]}")

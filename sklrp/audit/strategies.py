@@ -84,6 +84,8 @@ def _outline(ax, region, color="lime"):
     from matplotlib.patches import Rectangle
 
     (r0, r1), (c0, c1) = region.rows, region.cols
+    if region.kind == "spread":  # the whole image: nothing to outline
+        return
     if region.kind == "window":
         ax.add_patch(Rectangle((c0 - 0.5, r0 - 0.5), c1 - c0 + 1, r1 - r0 + 1, fill=False, ec=color, lw=1.5))
     else:
@@ -142,7 +144,8 @@ def strategies_section(name, maps, images, groups, image_shape, save, notes, *, 
                                    for c in np.unique(groups)]))
     M, G = maps[keep], groups[keep]
     scan_maps = M.reshape((len(M), 1, -1)) if tabular else M
-    kw = dict(max_grid=scan_maps.shape[-1], window_sizes=(1,)) if tabular else {}
+    # features of a table have no "spread out" analogue that was measured: single features only
+    kw = dict(max_grid=scan_maps.shape[-1], window_sizes=(1,), spread=False) if tabular else {}
     findings = shortcut_scan(scan_maps, G, alpha=alpha, **kw)
     if not findings:
         notes.append("Strategy search not run: no class has 10 or more relevance maps with positive relevance.")
@@ -204,8 +207,10 @@ def strategies_section(name, maps, images, groups, image_shape, save, notes, *, 
                 patch = imgs[in_c][carriers].mean(0)
                 control = imgs[in_c][~carriers].mean(0)
                 try:
+                    # a spread cue cannot be pasted without the whole image: add the difference instead
                     row["probe"] = reliance_probe(predict, images, groups, f.label, f.region.mask, patch,
-                                                  control_patch=control)
+                                                  control_patch=control,
+                                                  mode="add" if f.region.kind == "spread" else "paste")
                 except (ValueError, TypeError) as exc:
                     notes.append(f"Reliance probe for class {f.label} failed: {exc}")
         out["classes"].append(row)

@@ -10,11 +10,16 @@ pattern a Clever-Hans cue leaves instead (going beyond the thesis; the reason is
 failure above):
 
 * a *subgroup* ("carriers", at least ``min_fraction`` of the class) puts a large share of its
-  positive relevance on one region (a window, a border strip or a frame),
+  positive relevance on one region (a window, a border strip, a frame, or -- for cues spread
+  over the image such as a background level -- everywhere outside each map's own most relevant
+  tenth of pixels, the ``"spread"`` region),
 * the rest of the class does not, and neither do the maps of the other classes, and
 * carriers and the rest are *separated*, not the two ends of a continuum.
 
-For a region ``w`` let ``f_i(w)`` be the share of map ``i``'s positive relevance inside ``w``.
+For a region ``w`` let ``f_i(w)`` be the share of map ``i``'s positive relevance inside ``w``
+(for the spread region: outside map ``i``'s own top tenth of cells; a background cue moves
+relevance off the object, in the spirit of the context ratio of Eq. (4.11), which needs object
+masks that an audit does not have).
 Sorting the maps of class ``c`` by ``f(w)`` and calling the top ``k`` the carriers ``A`` and the
 rest ``B`` (other classes: ``O``), the **separation index** is::
 
@@ -52,7 +57,7 @@ __all__ = ["Region", "ClassFinding", "shortcut_scan", "candidate_regions", "reli
 class Region:
     """A candidate region, on the full-resolution image grid."""
 
-    kind: str  # "window", "strip", "frame"
+    kind: str  # "window", "strip", "frame", "spread" (the whole image; see _spread)
     rows: tuple  # (first, last) inclusive, full resolution
     cols: tuple
     mask: np.ndarray = field(repr=False)
@@ -281,6 +286,9 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
         Maps larger than this are sum-pooled by an integer factor first.
     window_sizes : tuple of int, default=(1, 2, 3, 4)
         Window sides (in cells of the pooled grid).
+    spread : bool, default=True
+        Also try the ``"spread"`` region: the share of each map's positive relevance outside its
+        own most relevant tenth of cells (a cue spread over the image, such as a background level).
     prior_sd, prior_weight : float, default=0.08, 4.0
         Prior spread of clean classes' scores and its weight (in classes).
     alpha : float, default=0.05
@@ -365,13 +373,18 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
     return findings
 
 
-def reliance_probe(predict, images, labels, target, region_mask, patch, *, control_patch=None):
+def reliance_probe(predict, images, labels, target, region_mask, patch, *, control_patch=None, mode="paste"):
     """Stamp a class's distinctive region onto other classes' images and count flipped predictions.
 
     The verification of thesis Section 6.3.1, made automatic: if a model relies on what the
     carriers show in ``region_mask``, pasting it into images of other classes moves their
     predictions to ``target``. ``control_patch`` (e.g. what the rest of the class shows there)
     is pasted the same way as a control: flips it causes are not due to the carriers' cue.
+
+    A cue spread over the image (a background level; the ``"spread"`` region of
+    :func:`shortcut_scan`) cannot be pasted without pasting the whole image. ``mode="add"``
+    adds the *difference* ``patch - control_patch`` inside ``region_mask`` instead, so the
+    other classes' images keep their own content and gain what sets the carriers apart.
 
     Parameters
     ----------
@@ -384,6 +397,9 @@ def reliance_probe(predict, images, labels, target, region_mask, patch, *, contr
     region_mask : ndarray of shape (H, W), dtype bool
     patch, control_patch : ndarray of shape (H, W)
         Pixel values pasted inside ``region_mask``.
+    mode : {"paste", "add"}, default="paste"
+        ``"add"`` adds ``patch - control_patch`` (required) inside the mask; there is then no
+        separate control, and ``flips = stamped - before``.
 
     Returns
     -------
@@ -401,6 +417,10 @@ def reliance_probe(predict, images, labels, target, region_mask, patch, *, contr
     >>> reliance_probe(predict, X, y, 1, mask, np.ones((3, 3)))["flips"]
     1.0
     """
+    if mode not in ("paste", "add"):
+        raise ValueError(f'mode must be "paste" or "add", got {mode!r}')
+    if mode == "add" and control_patch is None:
+        raise ValueError('mode="add" adds patch - control_patch; pass control_patch')
     images = np.asarray(images, dtype=float)
     labels = np.asarray(labels)
     other = images[labels != target]
@@ -416,6 +436,12 @@ def reliance_probe(predict, images, labels, target, region_mask, patch, *, contr
         return Z
 
     before = rate(other)
+    if mode == "add":
+        Z = other.copy()
+        Z[:, region_mask] += (np.asarray(patch, dtype=float) - np.asarray(control_patch, dtype=float))[region_mask]
+        stamped = rate(Z)
+        return {"n_images": int(other.shape[0]), "before": before, "stamped": stamped, "control": None,
+                "flips": stamped - before}
     stamped = rate(stamp(patch))
     control = None if control_patch is None else rate(stamp(control_patch))
     base = before if control is None else max(before, control)
