@@ -72,7 +72,21 @@ FRESH = {
              dict(kind="background", value=0.1, fraction=0.5)],
 }
 FRESH["shapes"] = FRESH["hans"]
-SPLITS = {"development": (DEV, range(5)), "held-out": (HELD_OUT, range(100, 105)), "fresh": (FRESH, range(200, 205))}
+# A fourth split, defined before the rule's third revision (revisions two and three were made
+# looking at the first three splits): other positions, sizes, levels and fractions, seeds 300-304.
+CONFIRM = {
+    "digits": [dict(kind="tag", size=2, position=(0, 3), fraction=0.4),
+               dict(kind="tag", size=3, position="bottom-left", fraction=0.55, value_rel=0.85),
+               dict(kind="frame", size=1, fraction=0.55, value_rel=0.8),
+               dict(kind="background", value=0.3, fraction=0.35)],
+    "hans": [dict(kind="tag", size=4, position=(19, 9), fraction=0.4),
+             dict(kind="tag", size=2, position="top-left", fraction=0.5, value_rel=0.9),
+             dict(kind="frame", size=3, fraction=0.35),
+             dict(kind="background", value=0.2, fraction=0.4)],
+}
+CONFIRM["shapes"] = CONFIRM["hans"]
+SPLITS = {"development": (DEV, range(5)), "held-out": (HELD_OUT, range(100, 105)), "fresh": (FRESH, range(200, 205)),
+          "confirm": (CONFIRM, range(300, 305))}
 MODELS = ("linear", "hik", "rbf", "cnn")
 RELIES = 0.2
 
