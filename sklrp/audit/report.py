@@ -115,6 +115,8 @@ def _class_table(st):
         region = _e(r["region"]["text"]) if r.get("region") else "&ndash;"
         share = (f"{100 * r['carrier_share'][0]:.0f}&ndash;{100 * r['carrier_share'][1]:.0f} % vs "
                  f"&lt;{100 * max(r['rest_share_90'], r['others_share_90']):.1f} %") if r.get("region") else "&ndash;"
+        if r.get("region") and r["region"].get("unit", "").endswith("median map"):
+            share += " (of the median map's)"
         rows.append([r["rank"], label, r["n_maps"], r["n_carriers"] or "&ndash;", region, share,
                      _fmt(r["score"], 2), _fmt(r["z"], 2), _p(r["p_value"]), _fmt(r["lambda2"], 3)])
     return _table(["rank", "class", "maps", "subgroup", "distinctive region", "share of relevance there",

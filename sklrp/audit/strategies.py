@@ -39,7 +39,7 @@ def describe(finding, *, alpha, n_classes, tabular=False, feature_names=None, pr
     a_lo, a_hi = finding.carrier_share
     share = f"{100 * a_lo:.0f} %" if round(100 * a_lo) == round(100 * a_hi) else f"{100 * a_lo:.0f}-{100 * a_hi:.0f} %"
     carriers = f"{finding.n_carriers} of {finding.n_maps} maps ({100 * finding.n_carriers / finding.n_maps:.0f} %)"
-    base = (f"Class {c}: {carriers} put {share} of their positive relevance on {where}, where 90 % of the "
+    base = (f"Class {c}: {carriers} put {share} {finding.region.unit} on {where}, where 90 % of the "
             f"class's other maps put less than {100 * finding.rest_share_90:.1f} % and 90 % of other classes' "
             f"maps less than {100 * finding.others_share_90:.1f} %. Separation index {finding.score:.2f}")
     if not math.isfinite(finding.p_value):
@@ -180,7 +180,7 @@ def strategies_section(name, maps, images, groups, image_shape, save, notes, *, 
                                                               probed=probe and predict is not None)}
         if f.region is not None:
             row["region"] = {"kind": f.region.kind, "rows": list(f.region.rows), "cols": list(f.region.cols),
-                             "text": f.region.text}
+                             "text": f.region.text, "unit": f.region.unit}
             row["carrier_share"] = list(f.carrier_share)
             row["rest_share_90"] = f.rest_share_90
             row["others_share_90"] = f.others_share_90

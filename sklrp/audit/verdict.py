@@ -17,9 +17,10 @@ failure above):
 * carriers and the rest are *separated*, not the two ends of a continuum.
 
 For a region ``w`` let ``f_i(w)`` be the share of map ``i``'s positive relevance inside ``w``
-(for the spread region: outside map ``i``'s own top tenth of cells; a background cue moves
-relevance off the object, in the spirit of the context ratio of Eq. (4.11), which needs object
-masks that an audit does not have).
+(for the spread region: outside map ``i``'s own top tenth of cells, once as a share and once as
+an amount in units of the model's median map, since a background cue *adds* evidence off the
+object, which a share dilutes; this is in the spirit of the context ratio of Eq. (4.11), which
+needs object masks that an audit does not have).
 Sorting the maps of class ``c`` by ``f(w)`` and calling the top ``k`` the carriers ``A`` and the
 rest ``B`` (other classes: ``O``), the **separation index** is::
 
@@ -62,6 +63,7 @@ class Region:
     cols: tuple
     mask: np.ndarray = field(repr=False)
     text: str = ""
+    unit: str = "of their positive relevance"  # what the shares f_i(w) are fractions of
 
 
 @dataclass
@@ -287,8 +289,10 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
     window_sizes : tuple of int, default=(1, 2, 3, 4)
         Window sides (in cells of the pooled grid).
     spread : bool, default=True
-        Also try the ``"spread"`` region: the share of each map's positive relevance outside its
-        own most relevant tenth of cells (a cue spread over the image, such as a background level).
+        Also try the ``"spread"`` region: each map's positive relevance outside its own most
+        relevant tenth of cells (a cue spread over the image, such as a background level), as a
+        share of the map's positive relevance and as an amount in units of the median map's
+        (``Region.unit`` says which).
     prior_sd, prior_weight : float, default=0.08, 4.0
         Prior spread of clean classes' scores and its weight (in classes).
     alpha : float, default=0.05
@@ -330,11 +334,18 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
     P = P / np.where(usable, total, 1.0)[:, None, None]
     F = _region_shares(P, cells)
     if spread:
-        # one more "region": the share of relevance outside each map's own top tenth of cells
-        F = np.column_stack([F, _spread(P)])
+        # two more "regions": relevance outside each map's own top tenth of cells, as a share of the
+        # map's relevance and as an amount in units of the model's median map (a background cue
+        # adds evidence there, which a share dilutes)
+        outside = _spread(P)
+        typical = float(np.median(total[usable])) if usable.any() else 1.0
+        F = np.column_stack([F, outside, outside * total / typical])
         H, W = R.shape[1:]
-        regions = [*regions, Region("spread", (0, H - 1), (0, W - 1), np.ones((H, W), dtype=bool),
-                                    "everywhere but the most relevant tenth of the image (relevance spread out)")]
+        everywhere = np.ones((H, W), dtype=bool)
+        text = "everywhere but each map's most relevant tenth of the image (relevance spread out)"
+        regions = [*regions, Region("spread", (0, H - 1), (0, W - 1), everywhere, text),
+                   Region("spread", (0, H - 1), (0, W - 1), everywhere, text,
+                          unit="of the positive relevance of the model's median map")]
     labels = [c for c in np.unique(groups) if (usable & (groups == c)).sum() >= 2 * max(min_maps, 1)]
     findings = []
     for c in labels:
