@@ -35,9 +35,13 @@ a strategy).
 
 ``S_c`` depends on the model and the explainer (noisy root-point Taylor maps of RBF SVMs score
 lower than exact kernel decompositions), so it is compared with the **other classes of the same
-model**: ``z_c = (S_c - median_{j != c} S_j) / sd`` with ``sd`` the spread of the other classes'
-scores shrunk towards ``prior_sd`` (weight ``prior_weight`` classes; with two or three classes
-the prior dominates), and ``p_c = 1 - Phi(z_c)``. A class is *flagged* when ``p_c <= alpha``.
+model**, as a new draw from their distribution: with ``m`` and ``sd`` the mean and the spread of
+the ``n`` other classes' scores, ``sd`` pooled with ``prior_weight`` pseudo-classes at spread
+``prior_sd`` (with two or three classes the prior dominates),
+``z_c = (S_c - m) / (sd * sqrt(1 + 1/n))`` and ``p_c`` is its upper tail under Student's t with
+``prior_weight + n - 1`` degrees of freedom (the predictive distribution of one more class; a
+normal tail that ignores how little ``m`` and ``sd`` are known from a few classes flagged twice
+as many clean classes as ``alpha`` in the benchmark). A class is *flagged* when ``p_c <= alpha``.
 ``p_c`` answers "how unusual is this class's best subgroup among this model's classes"; its
 calibration (the false-flag rate on clean classes at ``alpha``) is measured by the benchmark and
 stated in ``doc/audit.rst``. A cue present in *every* image of a class is no subgroup and is not
@@ -262,8 +266,22 @@ def _spread(P, top=0.1):
     return 1.0 - np.sort(flat, axis=1)[:, flat.shape[1] - k:].sum(axis=1)
 
 
-def _normal_sf(z):
-    return 0.5 * math.erfc(z / math.sqrt(2.0))
+def _predictive_t(score, others, prior_sd, prior_weight):
+    """Student-t predictive statistic and upper-tail p of ``score`` among the other classes' scores.
+
+    If the ``n`` other scores and this one were draws from one normal distribution,
+    ``(score - mean) / (sd * sqrt(1 + 1/n))`` would follow Student's t with the degrees of freedom
+    of ``sd``. ``sd`` pools the others' spread with ``prior_weight`` pseudo-classes at spread
+    ``prior_sd`` (so two or three classes still give a finite, conservative test).
+    """
+    from scipy.stats import t as student_t
+
+    n = others.size
+    mean = float(np.mean(others))
+    df = prior_weight + n - 1.0
+    sd = math.sqrt((prior_weight * prior_sd ** 2 + float(np.sum((others - mean) ** 2))) / df)
+    stat = (score - mean) / (sd * math.sqrt(1.0 + 1.0 / n))
+    return float(stat), float(student_t.sf(stat, df))
 
 
 def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=0.03, quantile=0.1,
@@ -294,7 +312,8 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
         share of the map's positive relevance and as an amount in units of the median map's
         (``Region.unit`` says which).
     prior_sd, prior_weight : float, default=0.08, 4.0
-        Prior spread of clean classes' scores and its weight (in classes).
+        Prior spread of clean classes' scores and its weight (in classes); see the module notes
+        for the Student-t test they enter.
     alpha : float, default=0.05
         Flag classes with ``p_value <= alpha``.
 
@@ -368,15 +387,12 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
                 finding.rest_share_90, finding.others_share_90 = q4[2], q4[3]
         findings.append(finding)
     scores = np.array([fd.score for fd in findings])
+    tested = np.array([fd.region is not None for fd in findings])  # -1 marks "nothing to test", no score
     for i, fd in enumerate(findings):
-        others = np.delete(scores, i)
+        others = scores[np.delete(np.flatnonzero(tested), np.flatnonzero(tested) == i)]
         if others.size == 0:
             continue
-        med = float(np.median(others))
-        sd = math.sqrt((prior_weight * prior_sd ** 2 + float(np.sum((others - med) ** 2)))
-                       / (prior_weight + others.size))
-        fd.z = (fd.score - med) / sd
-        fd.p_value = _normal_sf(fd.z)
+        fd.z, fd.p_value = _predictive_t(fd.score, others, prior_sd, prior_weight)
         fd.flagged = bool(fd.p_value <= alpha and fd.region is not None)
     findings.sort(key=lambda fd: (-fd.score, str(fd.label)))
     for i, fd in enumerate(findings):
