@@ -19,19 +19,23 @@ Printed per split, data set and model:
   ``flagged``: flagged only; ``located``: found (flagged or first) *and* at least half of the
   subgroup the report shows carries the cue (the evidence points at the right images);
   ``recall(all)``: found, over all planted models whether they rely on the cue or not.
-* ``FFR``: false-flag rate per clean class (all classes of clean models and the other classes of
-  planted models).
+* ``FFR clean``: false-flag rate per class of the clean controls (models trained without a cue;
+  what a user auditing a clean model sees); ``FFR other``: the same for the other classes of
+  planted models.
 * the same for the rule the audit used before: SpRAy's eigengap choosing more than one cluster
   (flag), and lambda_2 ranking the class first (Fig. 6.5).
 
-Guard against tuning: the rule was developed on the "development" cues and seeds 0-2; the
-"held-out" split uses cue shapes, places, fractions and seeds (100-104) never looked at while
-designing it.
+Guard against tuning: every split has its own cues (shapes, places, fractions, levels) and
+seeds, and each was written down before the revision of the rule it was first used to measure:
+the rule was developed on "development" (seeds 0-4); "held-out" (100-104) measured its first
+version, "fresh" (200-204) its second (the spread region), "confirm" (300-304) its third (the
+spread amount) and "final" (400-404) its fourth (the Student-t p-value). Once a split has been
+looked at it is development data for later revisions.
 
 Usage::
 
     python benchmarks/bench_audit_recall.py --quick        # smoke test, about a minute
-    python benchmarks/bench_audit_recall.py --n-jobs 2     # the full table (about 30-40 min on 2 cores)
+    python benchmarks/bench_audit_recall.py --n-jobs 2     # the full table (1,500 models, about 20 min on 2 cores)
 """
 
 import argparse
@@ -284,7 +288,8 @@ def summarise(rows):
     for r in rows:
         groups.setdefault((r["split"], r["data"], r["model"]), []).append(r)
     head = (f"{'split':<12}{'data':<8}{'model':<8}{'reliance':>9}  {'recall':>11}  {'flagged':>11}  "
-            f"{'located':>11}  {'recall(all)':>11}  {'FFR':>12}  {'old recall':>11}  {'old FFR':>12}")
+            f"{'located':>11}  {'recall(all)':>11}  {'FFR clean':>12}  {'FFR other':>12}  {'old recall':>11}  "
+            f"{'old FFR clean':>13}")
     print(head)
     print("-" * len(head))
     totals = {}
@@ -292,11 +297,13 @@ def summarise(rows):
         rs = groups[key]
         planted = [r for r in rs if r["planted"]]
         relying = [r for r in planted if r["reliance"] >= RELIES]
-        clean = [r for r in rs if not r["planted"]]
+        clean = [r for r in rs if r["cue"] is None]  # classes of models trained without a cue
+        other = [r for r in rs if r["cue"] is not None and not r["planted"]]  # other classes of planted models
         rel = np.median([r["reliance"] for r in planted]) if planted else float("nan")
         cols = dict(recall=[r["flagged"] or r["top"] for r in relying], flagged=[r["flagged"] for r in relying],
                     located=[(r["flagged"] or r["top"]) and r["located"] for r in relying],
                     recall_all=[r["flagged"] or r["top"] for r in planted], ffr=[r["flagged"] for r in clean],
+                    ffr_other=[r["flagged"] for r in other],
                     old_recall=[r["old_flag"] or r["old_top"] for r in relying], old_ffr=[r["old_flag"] for r in clean])
         for k, v in cols.items():
             totals.setdefault(key[0], {}).setdefault(k, []).extend(v)
@@ -306,7 +313,7 @@ def summarise(rows):
 
 
 def _cells(cols, rate):
-    widths = dict(recall=11, flagged=11, located=11, recall_all=11, ffr=12, old_recall=11, old_ffr=12)
+    widths = dict(recall=11, flagged=11, located=11, recall_all=11, ffr=12, ffr_other=12, old_recall=11, old_ffr=13)
     return "  ".join(f"{rate(cols[k]):>{w}}" for k, w in widths.items())
 
 

@@ -17,10 +17,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory):
-    """A small ``sklrp audit --demo`` (what ``make demo`` writes, on fewer images), computed once."""
+    """``sklrp audit --demo`` (what ``make demo`` writes, with fewer AOPC samples), computed once."""
     pytest.importorskip("skorch", reason="skorch not installed (pip install -e '.[dev]' installs it)")
     out = tmp_path_factory.mktemp("demo") / "audit-report"
-    assert main(["audit", "--demo", "--demo-samples", "400", "--aopc-samples", "12", "--n-steps", "24", "--probe",
+    assert main(["audit", "--demo", "--demo-samples", "800", "--aopc-samples", "12", "--n-steps", "24", "--probe",
                  "--out", str(out), "-q"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     return out, summary, (out / "report.html").read_text(encoding="utf-8")
