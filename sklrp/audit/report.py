@@ -15,10 +15,11 @@ from string import Template
 __all__ = ["render_report"]
 
 # Measured on benchmarks/bench_audit_recall.py (see doc/audit.rst); restated in the report.
-MEASURED = ("On the planted-shortcut benchmark (held-out cues and seeds, four model families) this rule flagged "
-            "{ffr} of clean classes and found {recall} of planted cues that the model relied on "
-            "(flagged or ranked first); see the documentation for the table.")
-MEASURED_FIGURES = {"ffr": "5.8 %", "recall": "83 %"}  # bench_audit_recall.py, held-out split, doc/audit.rst
+MEASURED = ("On the planted-shortcut benchmark (cues and seeds not looked at while designing the rule, four "
+            "model families) this rule flagged {ffr} of the classes of clean models and found {recall} of planted "
+            "cues that the model relied on (flagged: {flagged}; the rest ranked first); see the documentation for "
+            "the table.")
+MEASURED_FIGURES = {"ffr": "4.7 %", "recall": "96 %", "flagged": "64 %"}  # bench_audit_recall.py, final split
 
 
 def _template(name):
