@@ -361,7 +361,7 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
         F = np.column_stack([F, outside, outside * total / typical])
         H, W = R.shape[1:]
         everywhere = np.ones((H, W), dtype=bool)
-        text = "everywhere but each map's most relevant tenth of the image (relevance spread out)"
+        text = "the pixels outside each map's most relevant tenth (relevance spread out)"
         regions = [*regions, Region("spread", (0, H - 1), (0, W - 1), everywhere, text),
                    Region("spread", (0, H - 1), (0, W - 1), everywhere, text,
                           unit="of the positive relevance of the model's median map")]
@@ -389,7 +389,7 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
     scores = np.array([fd.score for fd in findings])
     tested = np.array([fd.region is not None for fd in findings])  # -1 marks "nothing to test", no score
     for i, fd in enumerate(findings):
-        others = scores[np.delete(np.flatnonzero(tested), np.flatnonzero(tested) == i)]
+        others = scores[tested & (np.arange(len(findings)) != i)]
         if others.size == 0:
             continue
         fd.z, fd.p_value = _predictive_t(fd.score, others, prior_sd, prior_weight)
