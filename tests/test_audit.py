@@ -285,3 +285,33 @@ def test_nothing_found_is_said_honestly(tmp_path):
     ctx = s["models"][0]["context_ratio"]
     assert all(r["ratio"] is None or r["ratio"] >= 0 for r in ctx["classes"])  # positive relevance: no sign flips
     assert "mean <em>positive</em> relevance per pixel outside the object mask" in page
+
+
+def test_background_cue_is_found_spread_out_and_probed_by_adding(tmp_path):
+    """A brighter background in half of one class: found as spread relevance, probed by adding the difference."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sklrp.datasets import make_clever_hans
+
+    X, y, _ = make_clever_hans(900, watermark_fraction=0.0, image_shape=(24, 24), random_state=7)
+    X = np.clip(X, 0, None)
+    X, cued = plant_shortcut(X, y, kind="background", target_class=1, fraction=0.5, value=0.25 * X.max(),
+                             random_state=3)
+    Xtr, Xte, ytr, yte, _, tte = train_test_split(X.reshape(len(X), -1), y, cued, train_size=0.6, random_state=1,
+                                                  stratify=y)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000)).fit(Xtr, ytr)
+    out = tmp_path / "rep"
+    summary = audit({"lin": model}, Xte.reshape(-1, 24, 24), yte, out=str(out), aopc_samples=12, probe=True,
+                    ground_truth=tte)
+    st = summary["models"][0]["strategies"]
+    top = st["classes"][0]
+    assert st["flagged"] == [1] and top["region"]["kind"] == "spread"
+    assert top["planted"]["carriers"] == top["planted"]["n_carriers"] and top["planted"]["rest"] == 0
+    probe = top["probe"]
+    assert probe["control"] is None and probe["flips"] == pytest.approx(probe["stamped"] - probe["before"])
+    assert probe["flips"] > 0.5  # the model predicts class 1 for most images that get the brighter background
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "the difference between the carriers' and the rest's mean images added to" in page
+    assert "relevance spread out" in page
