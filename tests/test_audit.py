@@ -65,6 +65,21 @@ def test_scan_false_flags_stay_near_alpha():
     assert flags / n <= 0.1
 
 
+def test_predictive_t_is_calibrated_when_the_prior_spread_is_right():
+    """p <= 0.05 for about 5 % of classes drawn like the others (conservative with one or two others)."""
+    from sklrp.audit.verdict import _predictive_t
+
+    rng = np.random.default_rng(0)
+    for n, lo, hi in ((9, 0.03, 0.06), (2, 0.0, 0.05), (1, 0.0, 0.05)):
+        draws = rng.normal(0.4, 0.08, (4000, n + 1))
+        rate = np.mean([_predictive_t(d[0], d[1:], 0.08, 4.0)[1] <= 0.05 for d in draws])
+        assert lo <= rate <= hi, (n, rate)
+    # the statistic is the predictive t: (score - mean) / (sd * sqrt(1 + 1/n)), sd pooled with the prior
+    others = np.array([0.3, 0.5])
+    sd = np.sqrt((4 * 0.08 ** 2 + np.sum((others - 0.4) ** 2)) / 5)
+    assert _predictive_t(0.7, others, 0.08, 4.0)[0] == pytest.approx(0.3 / (sd * np.sqrt(1.5)))
+
+
 def test_scan_frames_strips_and_small_classes():
     R, y = _maps(7)
     carriers = np.flatnonzero(y == 1)[:16]
