@@ -330,3 +330,50 @@ def test_background_cue_is_found_spread_out_and_probed_by_adding(tmp_path):
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "the difference between the carriers' and the rest's mean images added to" in page
     assert "relevance spread out" in page
+
+
+def test_feature_scan_finds_a_leaked_column_and_checks_its_input():
+    from sklrp.audit import feature_scan
+
+    rng = np.random.RandomState(0)
+    y = np.repeat([0, 1, 2], 40)
+    R = rng.gamma(1.0, 0.3, (120, 8))
+    leaked = np.flatnonzero(y == 2)[::2]
+    R[leaked, 7] += 3.0
+    findings = feature_scan(R, y)
+    top = findings[0]
+    assert top.label == 2 and top.flagged and top.region.cols == (7, 7)
+    assert np.array_equal(np.flatnonzero(y == 2)[top.carriers], leaked)
+    # the same verdict as the image scan on one-row "images" with single-pixel windows and no spread region
+    same = shortcut_scan(R.reshape(120, 1, 8), y, max_grid=8, window_sizes=(1,), spread=False)
+    assert [(f.label, f.score, f.p_value) for f in findings] == [(f.label, f.score, f.p_value) for f in same]
+    with pytest.raises(ValueError, match=r"\(n_samples, n_features\)"):
+        feature_scan(R.reshape(120, 2, 4), y)
+
+
+def test_tabular_audit_flags_a_leaked_identifier_and_states_the_tabular_rates(tmp_path):
+    """A table with a column that is 1 on half of one class: flagged on that column; the report quotes
+    the rates measured on tables, not those measured on images."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from sklrp.audit.report import MEASURED_TABULAR_FIGURES
+
+    X, y = make_classification(600, 20, n_informative=8, n_classes=4, n_clusters_per_class=2, random_state=3)
+    rng = np.random.RandomState(3)
+    leak = np.zeros(len(y))
+    leak[rng.choice(np.flatnonzero(y == 1), 75, replace=False)] = 1.0
+    X = np.column_stack([X, leak])
+    Xtr, Xte, ytr, yte = train_test_split(X, y, train_size=0.6, random_state=3, stratify=y)
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=3000)).fit(Xtr, ytr)
+    names = [f"f{j}" for j in range(20)] + ["leak"]
+    s = audit({"lin": model}, Xte, yte, out=str(tmp_path / "rep"), aopc_samples=12, feature_names=names)
+    st = s["models"][0]["strategies"]
+    top = st["classes"][0]
+    assert st["flagged"] == [1] and top["region"]["cols"] == [20, 20]
+    page = (tmp_path / "rep" / "report.html").read_text(encoding="utf-8")
+    assert "feature leak" in page and "pixel at row" not in page  # the class table names the column
+    assert "leaked-column benchmark" in page and f"flagged {MEASURED_TABULAR_FIGURES['ffr']}" in page
+    assert "planted-shortcut benchmark" not in page

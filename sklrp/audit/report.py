@@ -12,14 +12,22 @@ import re
 from importlib import resources
 from string import Template
 
+from .inputs import is_image
+
 __all__ = ["render_report"]
 
-# Measured on benchmarks/bench_audit_recall.py (see doc/audit.rst); restated in the report.
+# Measured on benchmarks/bench_audit_recall.py and bench_audit_tabular.py (see doc/audit.rst);
+# restated in the report.
 MEASURED = ("On the planted-shortcut benchmark (cues and seeds not looked at while designing the rule, four "
             "model families) this rule flagged {ffr} of the classes of clean models and found {recall} of planted "
             "cues that the model relied on (flagged: {flagged}; the rest ranked first); see the documentation for "
             "the table.")
 MEASURED_FIGURES = {"ffr": "4.7 %", "recall": "96 %", "flagged": "64 %"}  # bench_audit_recall.py, final split
+MEASURED_TABULAR = ("For a table every feature is a region of its own. On the leaked-column benchmark (four tables, "
+                    "two model families) this rule flagged {ffr} of the classes of clean models and found {recall} "
+                    "of leaked columns that the model relied on (flagged: {flagged}; a leaked identifier is flagged "
+                    "far more often than a shifted measurement); see the documentation for the table.")
+MEASURED_TABULAR_FIGURES = {"ffr": "3.9 %", "recall": "91 %", "flagged": "64 %"}  # bench_audit_tabular.py
 
 
 def _template(name):
@@ -211,12 +219,14 @@ def render_report(summary, files):
                         _fmt(s["conservation"]["max_abs_residual"])] for s in summary["models"]],
                       text_cols=(1, 4))
     alpha = next((s["strategies"]["alpha"] for s in summary["models"] if s.get("strategies")), 0.05)
-    howto = _template("howto.html").substitute(alpha=alpha, measured=MEASURED.format(**MEASURED_FIGURES))
+    measured = (MEASURED.format(**MEASURED_FIGURES) if is_image(d.get("image_shape") or [])
+                else MEASURED_TABULAR.format(**MEASURED_TABULAR_FIGURES))
+    howto = _template("howto.html").substitute(alpha=alpha, measured=measured)
     models = []
     for s in summary["models"]:
         name, st = s["name"], s.get("strategies")
         findings = "".join(_finding(name, r, files) for r in (st or {}).get("classes", [])
-                           if r.get("fig_groups") or r.get("planted") or r.get("probe"))
+                           if r["flagged"] or r.get("fig_groups") or r.get("planted") or r.get("probe"))
         relevance = (_img(files, s.get("fig_heatmaps"), f"{name} relevance maps")
                      + _img(files, s.get("fig_mean_heatmaps"), f"{name} mean relevance per class"))
         models.append(_template("model.html").substitute(

@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from .figures import legend_outside
-from .verdict import reliance_probe, shortcut_scan
+from .inputs import is_image
+from .verdict import feature_scan, reliance_probe, shortcut_scan
 from .workspace import parallel
 
 __all__ = ["strategies_section", "describe"]
@@ -27,15 +28,20 @@ def _fmt_label(c):
     return str(c)
 
 
+def _region_text(region, tabular, feature_names):
+    """Where the subgroup's relevance sits: the region's own words, or the feature's name for a table."""
+    if not tabular:
+        return region.text
+    j = region.cols[0]
+    return f"feature {feature_names[j] if feature_names is not None else 'x%d' % j}"
+
+
 def describe(finding, *, alpha, n_classes, tabular=False, feature_names=None, probed=False):
     """The finding in words (what was found, how unusual, what it may mean)."""
     c = _fmt_label(finding.label)
     if finding.region is None:
         return f"Class {c}: no subgroup of at least the minimum size could be tested."
-    where = finding.region.text
-    if tabular:
-        j = finding.region.cols[0]
-        where = f"feature {feature_names[j] if feature_names is not None else 'x%d' % j}"
+    where = _region_text(finding.region, tabular, feature_names)
     a_lo, a_hi = finding.carrier_share
     share = f"{100 * a_lo:.0f} %" if round(100 * a_lo) == round(100 * a_hi) else f"{100 * a_lo:.0f}-{100 * a_hi:.0f} %"
     carriers = f"{finding.n_carriers} of {finding.n_maps} maps ({100 * finding.n_carriers / finding.n_maps:.0f} %)"
@@ -56,8 +62,7 @@ def describe(finding, *, alpha, n_classes, tabular=False, feature_names=None, pr
 def _spray_spectra(maps_by_class, image_shape, random_state):
     from ..spray import SpRAy, spray_spectra
 
-    spatial = len(image_shape) >= 2 and image_shape[0] > 1
-    pool = (20, 20) if spatial and image_shape[0] * image_shape[1] > 400 else None
+    pool = (20, 20) if is_image(image_shape) and image_shape[0] * image_shape[1] > 400 else None
     template = SpRAy(pool_shape=pool, embedding=None, normalize="l2", random_state=random_state)
     usable = {c: m for c, m in maps_by_class.items() if len(m) >= 10}
     if not usable:
@@ -138,15 +143,13 @@ def strategies_section(name, maps, images, groups, image_shape, save, notes, *, 
     """Scan every class, rank them, and draw the evidence; returns the summary dict (JSON-able)."""
     from .. import plotting
 
-    tabular = not (len(image_shape) >= 2 and image_shape[0] > 1)
+    tabular = not is_image(image_shape)
     rng = np.random.RandomState(random_state)
     keep = np.sort(np.concatenate([rng.permutation(np.flatnonzero(groups == c))[:max_samples]
                                    for c in np.unique(groups)]))
     M, G = maps[keep], groups[keep]
-    scan_maps = M.reshape((len(M), 1, -1)) if tabular else M
-    # features of a table have no "spread out" analogue that was measured: single features only
-    kw = dict(max_grid=scan_maps.shape[-1], window_sizes=(1,), spread=False) if tabular else {}
-    findings = shortcut_scan(scan_maps, G, alpha=alpha, **kw)
+    findings = (feature_scan(M.reshape(len(M), -1), G, alpha=alpha) if tabular
+                else shortcut_scan(M, G, alpha=alpha))
     if not findings:
         notes.append("Strategy search not run: no class has 10 or more relevance maps with positive relevance.")
         return None
@@ -180,7 +183,7 @@ def strategies_section(name, maps, images, groups, image_shape, save, notes, *, 
                                                               probed=probe and predict is not None)}
         if f.region is not None:
             row["region"] = {"kind": f.region.kind, "rows": list(f.region.rows), "cols": list(f.region.cols),
-                             "text": f.region.text, "unit": f.region.unit}
+                             "text": _region_text(f.region, tabular, feature_names), "unit": f.region.unit}
             row["carrier_share"] = list(f.carrier_share)
             row["rest_share_90"] = f.rest_share_90
             row["others_share_90"] = f.others_share_90

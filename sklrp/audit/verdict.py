@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["Region", "ClassFinding", "shortcut_scan", "candidate_regions", "reliance_probe"]
+__all__ = ["Region", "ClassFinding", "shortcut_scan", "feature_scan", "candidate_regions", "reliance_probe"]
 
 
 @dataclass
@@ -398,6 +398,43 @@ def shortcut_scan(relevance, groups, *, min_fraction=0.2, min_maps=5, min_share=
     for i, fd in enumerate(findings):
         fd.rank = i + 1
     return findings
+
+
+def feature_scan(relevance, groups, **kwargs):
+    """:func:`shortcut_scan` for tabular relevance: every feature is a region of its own.
+
+    A table has no neighbourhoods, so there are no windows, strips, frames or spread region:
+    a subgroup of a class must put its relevance on one feature (e.g. a leaked identifier).
+    Measured in ``benchmarks/bench_audit_tabular.py`` (see ``doc/audit.rst``).
+
+    Parameters
+    ----------
+    relevance : ndarray of shape (n_samples, n_features)
+    groups : ndarray of shape (n_samples,)
+    **kwargs
+        Passed to :func:`shortcut_scan` (``min_fraction``, ``alpha``, ...).
+
+    Returns
+    -------
+    findings : list of ClassFinding
+        As :func:`shortcut_scan`; ``region.cols[0]`` is the feature's column.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklrp.audit import feature_scan
+    >>> rng = np.random.default_rng(0)
+    >>> R = rng.random((90, 6)); y = np.repeat([0, 1, 2], 30)
+    >>> R[:15, 5] += 20.0  # half of class 0 relies on feature 5
+    >>> top = feature_scan(R, y)[0]
+    >>> top.label, top.region.cols[0], top.n_carriers
+    (0, 5, 15)
+    """
+    R = np.asarray(relevance, dtype=float)
+    if R.ndim != 2:
+        raise ValueError(f"relevance must have shape (n_samples, n_features), got {R.shape}")
+    return shortcut_scan(R.reshape(len(R), 1, -1), groups, max_grid=R.shape[1], window_sizes=(1,), spread=False,
+                         **kwargs)
 
 
 def reliance_probe(predict, images, labels, target, region_mask, patch, *, control_patch=None, mode="paste"):
